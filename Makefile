@@ -1,0 +1,55 @@
+# fence_pr: `make demo` and `make test` are the quick start; both run `make setup` first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SYSTEM_PACKAGES := qemu-system-x86 busybox-static cpio kmod file gzip xz-utils iproute2 \
+	open-iscsi sg3-utils nvme-cli udev multipath-tools lvm2 libcap2-bin \
+	python3-venv python3-rtslib-fb python3-pyudev fence-agents libxml2-utils
+LAB_KERNELS ?= 7.3 6.12
+
+.PHONY: setup packages venv kernels test unit lint lab demo bench clean
+
+setup: packages venv kernels
+
+packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing $$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			--no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+kernels: venv
+	$(PY) -m tests.lab.kernels $(LAB_KERNELS)
+
+lint: setup
+	$(VENV)/bin/ruff check fence_pr tests
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest -q -m 'not lab' tests
+
+lab: setup
+	@for k in $(LAB_KERNELS); do \
+		$(PY) -m tests.lab.run --kernel $$k || exit 1; \
+	done
+
+test: lint unit lab
+
+demo: setup
+	$(PY) -m tests.lab.demo
+
+bench: setup
+	$(PY) -m tests.lab.bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,200 @@
+"""Shared storage topologies inside the lab guest, built on LIO (rtslib-fb) and dm.
+
+A "node" is an initiator identity: its own tcm_loop nexus WWNs (or iSCSI
+initiator name) per path, so a single guest can host several cluster nodes
+that each see every LUN through their own I_T nexuses.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import rtslib_fb as rts
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} -> {r.returncode}: {r.stderr.strip()}")
+    return r.stdout
+
+
+def settle() -> None:
+    sh("udevadm", "settle", "-t", "30", check=False)
+
+
+def modprobe(*mods: str) -> None:
+    for m in mods:
+        sh("modprobe", m)
+
+
+def wait_for(pred, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"lab: timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@dataclass
+class ScsiPath:
+    dev: str  # /dev/sdX
+    node: int
+    path: int
+    host: int
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.dev)
+
+    @property
+    def majmin(self) -> str:
+        return Path(f"/sys/block/{self.name}/dev").read_text().strip()
+
+    def set_state(self, state: str) -> None:
+        """'offline' makes the SCSI midlayer fail every command: a dead path."""
+        Path(f"/sys/block/{self.name}/device/state").write_text(state)
+
+
+@dataclass
+class ScsiLun:
+    index: int
+    so: rts.RDMCPStorageObject
+    paths: dict[tuple[int, int], ScsiPath] = field(default_factory=dict)
+
+    @property
+    def serial(self) -> str:
+        return str(self.so.wwn)
+
+    @property
+    def wwid(self) -> str:
+        """What sd reports for a LIO LU: NAA 6, IEEE OUI 001405, serial digits."""
+        return "naa.6001405" + self.serial.replace("-", "")[:25]
+
+    def node_paths(self, node: int) -> list[ScsiPath]:
+        return [p for (n, _), p in sorted(self.paths.items()) if n == node]
+
+
+def _naa() -> str:
+    return "naa.5001405" + uuid.uuid4().hex[:9]
+
+
+def _hosts() -> set[int]:
+    return {int(h.rsplit("host", 1)[1]) for h in glob.glob("/sys/class/scsi_host/host*")}
+
+
+def _disks_on_host(host: int) -> dict[int, str]:
+    """LUN number -> /dev/sdX for the disks behind SCSI host `host`."""
+    out = {}
+    for d in glob.glob(f"/sys/class/scsi_host/host{host}/device/target*/*:*:*:*/block/*"):
+        lun = int(d.split("/")[-3].rsplit(":", 1)[1])
+        out[lun] = "/dev/" + os.path.basename(d)
+    return out
+
+
+class LioLab:
+    """N ramdisk LUNs, each exported to every (node, path) through tcm_loop."""
+
+    def __init__(self, luns: int, nodes: int = 2, paths: int = 2, size_mb: int = 4) -> None:
+        modprobe("target_core_mod", "target_core_user", "tcm_loop", "sd_mod", "dm_multipath")
+        # rtslib points LIO's dbroot here; REGISTER sets APTPL on sd, and LIO
+        # answers PR_STS_IOERR when it cannot write the APTPL file under it.
+        for d in ("/etc/rtslib-fb-target/pr", "/etc/rtslib-fb-target/alua", "/etc/target/pr"):
+            Path(d).mkdir(parents=True, exist_ok=True)
+        self.root = rts.RTSRoot()
+        self.fabric = rts.FabricModule("loopback")
+        self.luns = [
+            ScsiLun(i, rts.RDMCPStorageObject(f"lab{i}", size=size_mb * 1024 * 1024))
+            for i in range(luns)
+        ]
+        self.targets: list[rts.Target] = []
+        for node in range(1, nodes + 1):
+            for path in range(paths):
+                self.add_path(node, path)
+        self.maps: dict[int, list[str]] = {}
+
+    def add_path(self, node: int, path: int) -> None:
+        """A new I_T nexus for `node`: a tcm_loop target exporting every LUN."""
+        before = _hosts()
+        t = rts.Target(self.fabric, _naa())
+        tpg = rts.TPG(t, 1)  # rtslib sets a fresh nexus WWN: the SCSI host appears
+        for lun in self.luns:
+            rts.LUN(tpg, lun.index, lun.so)
+        self.targets.append(t)
+        host = wait_for(lambda: _hosts() - before, f"tcm_loop host for node {node} path {path}")
+        (host,) = host
+        n = len(self.luns)
+        disks = wait_for(lambda: len(_disks_on_host(host)) == n and _disks_on_host(host),
+                         f"{n} disks on host{host}")
+        settle()
+        for idx, dev in disks.items():
+            wait_for(lambda d=dev: os.path.exists(d), dev)  # type: ignore[misc]
+            self.luns[idx].paths[(node, path)] = ScsiPath(dev, node, path, host)
+
+    def make_maps(self, node: int, features: str = "0") -> list[str]:
+        """One dm-multipath map per LUN over `node`'s paths, like multipathd would."""
+        names = []
+        for lun in self.luns:
+            name = f"n{node}-lun{lun.index}"
+            create_multipath_map(name, lun.node_paths(node), features=features,
+                                 uuid=f"mpath-{lun.wwid[4:]}-n{node}")
+            names.append(f"/dev/mapper/{name}")
+        settle()
+        self.maps[node] = names
+        return names
+
+    def teardown(self) -> None:
+        for node in list(self.maps):
+            for m in self.maps.pop(node):
+                sh("dmsetup", "remove", "--retry", os.path.basename(m), check=False)
+        for t in self.targets:
+            t.delete()
+        for lun in self.luns:
+            lun.so.delete()
+        settle()
+
+
+def create_multipath_map(name: str, paths: list[ScsiPath], *, features: str = "0",
+                         uuid: str | None = None) -> None:
+    size = Path(f"/sys/block/{paths[0].name}/size").read_text().strip()
+    path_args = " ".join(f"{p.majmin} 1000" for p in paths)
+    table = (f"0 {size} multipath {features} 0 1 1 round-robin 0 {len(paths)} 1 {path_args}")
+    argv = ["dmsetup", "create", name, "--table", table]
+    if uuid:
+        argv += ["--uuid", uuid]
+    sh(*argv)
+
+
+def dm_message(mapname: str, msg: str) -> None:
+    sh("dmsetup", "message", os.path.basename(mapname), "0", msg)
+
+
+def dm_path_states(mapname: str) -> dict[str, str]:
+    """major:minor -> 'A' or 'F' from `dmsetup status`."""
+    f = sh("dmsetup", "status", os.path.basename(mapname)).split()
+    states = {}
+    for i, tok in enumerate(f):
+        if tok.count(":") == 1 and i + 1 < len(f) and f[i + 1] in ("A", "F"):
+            states[tok] = f[i + 1]
+    return states
+
+
+def scsi_clear(dev: str) -> None:
+    """Drop every registration and the reservation on a LU, through sg3_utils."""
+    sh("sg_persist", "-n", "--out", "--register-ignore", "--param-sark=0x1abc1abc", dev)
+    sh("sg_persist", "-n", "--out", "--clear", "--param-rk=0x1abc1abc", dev)
+
+
+def scsi_keys(dev: str) -> list[int]:
+    """Registered keys as the target reports them (sg3_utils, not fence_pr)."""
+    out = sh("sg_persist", "-n", "--in", "--read-keys", dev)
+    return [int(tok, 16) for tok in out.split() if tok.startswith("0x")]
