@@ -62,7 +62,9 @@ class ScsiPath:
 
     def set_state(self, state: str) -> None:
         """'offline' makes the SCSI midlayer fail every command: a dead path."""
-        Path(f"/sys/block/{self.name}/device/state").write_text(state)
+        attr = Path(f"/sys/block/{self.name}/device/state")
+        if attr.read_text().strip() != state:  # the same state again is EINVAL
+            attr.write_text(state + "\n")  # 7.x wants the newline, else EINVAL
 
 
 @dataclass
@@ -166,7 +168,7 @@ class LioLab:
 def create_multipath_map(name: str, paths: list[ScsiPath], *, features: str = "0",
                          uuid: str | None = None) -> None:
     size = Path(f"/sys/block/{paths[0].name}/size").read_text().strip()
-    path_args = " ".join(f"{p.majmin} 1000" for p in paths)
+    path_args = " ".join(f"{p.majmin} 1" for p in paths)
     table = (f"0 {size} multipath {features} 0 1 1 round-robin 0 {len(paths)} 1 {path_args}")
     argv = ["dmsetup", "create", name, "--table", table]
     if uuid:

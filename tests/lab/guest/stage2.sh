@@ -11,7 +11,7 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
-mount -t configfs configfs /sys/kernel/config 2>/dev/null
+modprobe configfs 2>/dev/null; mount -t configfs configfs /sys/kernel/config
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mkdir -p /run/udev /run/lock /etc/target/pr /etc/target/alua /var/target/pr /var/target/alua
 hostname lab

@@ -1,0 +1,232 @@
+"""64-bit reservation keys: derivation from the corosync node list, parsing, formatting.
+
+Pure logic; the only I/O is run_cmapctl(), kept apart so everything else is testable.
+
+Schemes (KeyScheme), named after fence_scsi's `key_value` option where they copy it:
+- NODEID (fence_pr's default): high 32 bits from sha256(cluster name), low 32 bits the corosync
+  node ID. Stable when other nodes join or leave, unique within a cluster by construction.
+- ID: fence_scsi's default `key_value=id`: md5(cluster name) hex[:4] followed by the node's
+  *position* in `corosync-cmapctl nodelist` printed as 4 decimal digits, read as hex. Changes when
+  the node list is reordered (fence-agents #270, #289); offered only for interoperability.
+- HASH: fence_scsi's `key_value=hash`: md5(cluster name) hex[:4] + md5(node name) hex[:4].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+_U32_MAX = (1 << 32) - 1
+_U64_MAX = (1 << 64) - 1
+_KEY_RE = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")
+
+
+class KeyFormatError(ValueError):
+    """A configured key is not a usable reservation key."""
+
+
+class KeyCollision(ValueError):
+    """Two nodes would register the same key: fencing one would fence both."""
+
+
+class KeyDerivationError(ValueError):
+    """The node list lacks what a scheme needs (unknown node, no cluster name, no node ID)."""
+
+
+class CmapError(RuntimeError):
+    """corosync-cmapctl could not be run or failed."""
+
+
+class KeyScheme(Enum):
+    NODEID = "nodeid"
+    ID = "id"
+    HASH = "hash"
+
+
+# --- explicit keys ---------------------------------------------------------------------------
+
+def parse_key(text: str) -> int:
+    """Parse a key written as hex, with or without 0x (leading zeros allowed)."""
+    expected = "expected a non-zero hexadecimal key of at most 16 digits, e.g. 0x1a2b3c4d"
+    m = _KEY_RE.fullmatch(text.strip())
+    if m is None:
+        raise KeyFormatError(f"invalid reservation key {text!r}: {expected}")
+    value = int(m.group(1), 16)
+    if value == 0:
+        raise KeyFormatError(f"invalid reservation key {text!r}: 0 means 'no key'; {expected}")
+    if value > _U64_MAX:
+        raise KeyFormatError(f"invalid reservation key {text!r}: longer than 64 bits; {expected}")
+    return value
+
+
+def format_key(key: int) -> str:
+    """0x-prefixed lowercase hex, the form sg_persist and fence_scsi print (no padding)."""
+    if not 0 <= key <= _U64_MAX:
+        raise ValueError(f"{key!r} is not a 64-bit key")
+    return f"0x{key:x}"
+
+
+def check_unique(mapping: dict[str, int]) -> None:
+    """Refuse a node -> key mapping in which two nodes share a key."""
+    seen: dict[int, str] = {}
+    for node, key in mapping.items():
+        other = seen.setdefault(key, node)
+        if other != node:
+            raise KeyCollision(
+                f"nodes {other!r} and {node!r} would both use key {format_key(key)}; "
+                "choose another key scheme or set explicit keys"
+            )
+
+
+# --- derivation ------------------------------------------------------------------------------
+
+def corosync_key(cluster_name: str, node_id: int) -> int:
+    """fence_pr's default key: cluster hash in the high 32 bits, corosync node ID in the low."""
+    if not 1 <= node_id <= _U32_MAX:
+        raise KeyDerivationError(f"corosync node ID {node_id!r} is not in 1..{_U32_MAX}")
+    digest = hashlib.sha256(cluster_name.encode("utf-8")).digest()
+    # Take the first non-zero 32-bit word so the cluster part is never 0 (sha256 has 8 words).
+    high = next((w for w in (int.from_bytes(digest[i : i + 4], "big") for i in range(0, 32, 4))
+                 if w), 1)
+    return (high << 32) | node_id
+
+
+def _md5_hex(text: str, what: str) -> str:
+    # fence_scsi encodes as ASCII (non-ASCII names crash it); usedforsecurity=False as on FIPS.
+    try:
+        data = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise KeyDerivationError(
+            f"{what} {text!r} is not ASCII; fence_scsi cannot derive a key from it"
+        ) from None
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _from_fence_scsi_string(text: str, what: str) -> int:
+    value = int(text, 16)
+    if value == 0:
+        raise KeyDerivationError(f"fence_scsi would derive key 0 for {what}; set an explicit key")
+    return value
+
+
+def fence_scsi_key(cluster_name: str, node_position: int) -> int:
+    """fence_scsi `key_value=id`: "%.4s%.4d" % (md5(cluster).hexdigest(), position), as hex."""
+    if node_position < 0:
+        raise KeyDerivationError(f"node position {node_position!r} is negative")
+    # The format string is fence_scsi's, kept verbatim so the result cannot drift from it.
+    text = "%.4s%.4d" % (_md5_hex(cluster_name, "cluster name"), node_position)  # noqa: UP031
+    return _from_fence_scsi_string(text, f"position {node_position}")
+
+
+def fence_scsi_hash_key(cluster_name: str, node_name: str) -> int:
+    """fence_scsi `key_value=hash`: "%.4s%.4s" % (md5(cluster), md5(node name)), as hex.
+
+    node_name is the string fence_scsi was given as plug/nodename, verbatim.
+    """
+    cluster_hex = _md5_hex(cluster_name, "cluster name")
+    text = "%.4s%.4s" % (cluster_hex, _md5_hex(node_name, "node name"))  # noqa: UP031
+    return _from_fence_scsi_string(text, f"node {node_name!r}")
+
+
+# --- corosync node list ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeEntry:
+    name: str | None
+    nodeid: int | None
+    position: int  # N in nodelist.node.N.* -- what fence_scsi calls the node "id"
+    addrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    cluster_name: str | None
+    nodes: list[NodeEntry] = field(default_factory=list)
+    local_position: int | None = None
+
+    def lookup(self, name_or_addr: str) -> NodeEntry | None:
+        """Find a node by name, else by any ring address (fence_scsi's order of matching)."""
+        for node in self.nodes:
+            if node.name == name_or_addr:
+                return node
+        for node in self.nodes:
+            if name_or_addr in node.addrs:
+                return node
+        return None
+
+    def local(self) -> NodeEntry | None:
+        """This host's entry, from nodelist.local_node_pos."""
+        if self.local_position is None:
+            return None
+        return next((n for n in self.nodes if n.position == self.local_position), None)
+
+
+_CMAP_LINE = re.compile(r"^(?P<key>\S+) \((?P<type>[a-z0-9]+)\) = (?P<value>.*)$")
+_NODE_KEY = re.compile(r"^nodelist\.node\.(?P<pos>\d+)\.(?P<attr>[A-Za-z0-9_]+)$")
+_RING_ADDR = re.compile(r"^ring\d+_addr$")
+
+
+def parse_cmapctl(text: str) -> ClusterInfo:
+    """Parse `corosync-cmapctl` output (`key (type) = value` lines); unknown lines are ignored."""
+    cluster_name: str | None = None
+    local_position: int | None = None
+    attrs: dict[int, dict[str, str]] = {}
+    for line in text.splitlines():
+        m = _CMAP_LINE.match(line.rstrip("\r"))
+        if m is None:
+            continue
+        key, value = m.group("key"), m.group("value")
+        if key == "totem.cluster_name":
+            cluster_name = value
+        elif key == "nodelist.local_node_pos":
+            local_position = int(value)
+        elif (nm := _NODE_KEY.match(key)) is not None:
+            attrs.setdefault(int(nm.group("pos")), {})[nm.group("attr")] = value
+    nodes = []
+    for pos in sorted(attrs):
+        a = attrs[pos]
+        ring_keys = sorted((k for k in a if _RING_ADDR.match(k)), key=lambda k: int(k[4:-5]))
+        nodeid = a.get("nodeid")
+        nodes.append(NodeEntry(
+            name=a.get("name"),
+            nodeid=int(nodeid) if nodeid is not None else None,
+            position=pos,
+            addrs=tuple(a[k] for k in ring_keys),
+        ))
+    return ClusterInfo(cluster_name=cluster_name, nodes=nodes, local_position=local_position)
+
+
+def run_cmapctl(path: str = "corosync-cmapctl", *, timeout: float = 10.0) -> str:
+    """Dump corosync's cmap (all keys: includes totem.cluster_name and nodelist.*)."""
+    try:
+        done = subprocess.run([path], capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CmapError(f"cannot run {path}: {exc}") from exc
+    if done.returncode != 0:
+        raise CmapError(f"{path} exited with {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def load_cluster_info(reader: Callable[[], str] = run_cmapctl) -> ClusterInfo:
+    return parse_cmapctl(reader())
+
+
+def derive_key(scheme: KeyScheme, cluster: ClusterInfo, node: str) -> int:
+    """Key for `node` (a name or ring address as Pacemaker passes it) under `scheme`."""
+    if cluster.cluster_name is None:
+        raise KeyDerivationError("corosync has no totem.cluster_name; cannot derive keys")
+    if scheme is KeyScheme.HASH:
+        return fence_scsi_hash_key(cluster.cluster_name, node)
+    entry = cluster.lookup(node)
+    if entry is None:
+        raise KeyDerivationError(f"node {node!r} is not in the corosync node list")
+    if scheme is KeyScheme.ID:
+        return fence_scsi_key(cluster.cluster_name, entry.position)
+    if entry.nodeid is None:
+        raise KeyDerivationError(f"node {node!r} has no nodeid in the corosync node list")
+    return corosync_key(cluster.cluster_name, entry.nodeid)

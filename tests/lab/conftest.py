@@ -1,0 +1,77 @@
+"""Lab tests run inside the QEMU guest (tests/lab/run.py); anywhere else they fail loudly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+IN_LAB = os.environ.get("FENCE_PR_LAB") == "1"
+KERNEL = os.environ.get("LAB_KERNEL", "")
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(autouse=True)
+def _inside_lab(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("lab") and not IN_LAB:
+        pytest.fail("lab tests need the real kernel in the QEMU lab: run `make lab` "
+                    "(python -m tests.lab.run), not pytest on the host", pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if IN_LAB and report.failed:
+        log = subprocess.run(["/usr/bin/dmesg"], capture_output=True, text=True)
+        lines = (log.stdout or log.stderr).splitlines()
+        report.sections.append(("guest kernel log (tail)", "\n".join(lines[-30:])))
+
+
+def kernel_at_least(major: int, minor: int) -> bool:
+    rel = os.uname().release.split("+")[0].split("-")[0].split(".")
+    return (int(rel[0]), int(rel[1])) >= (major, minor)
+
+
+@pytest.fixture(scope="session")
+def lio():  # type: ignore[no-untyped-def]
+    """3 LUNs, 2 nodes x 2 tcm_loop paths each, one dm map per LUN per node."""
+    from .topology import LioLab
+
+    lab = LioLab(luns=3, nodes=2, paths=2)
+    lab.make_maps(1)
+    lab.make_maps(2)
+    yield lab
+    lab.teardown()
+
+
+@pytest.fixture
+def clean_lio(lio):  # type: ignore[no-untyped-def]
+    """The session's LUNs with no registration and every path running, before and after."""
+    from .topology import scsi_clear
+
+    def reset() -> None:
+        for lun in lio.luns:
+            for p in lun.paths.values():
+                p.set_state("running")
+            for m in lio.maps.values():
+                from .topology import dm_message, dm_path_states
+
+                st = dm_path_states(m[lun.index])
+                for mm, s in st.items():
+                    if s == "F":
+                        dm_message(m[lun.index], f"reinstate_path {mm}")
+            scsi_clear(next(iter(lun.paths.values())).dev)
+
+    reset()
+    yield lio
+    reset()

@@ -1,0 +1,37 @@
+"""Boot the lab once and run every lab test inside it (host side of `make lab`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .kernels import KERNELS
+from .vm import LabError, run
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--kernel", default="7.3", choices=KERNELS)
+    ap.add_argument("pytest_args", nargs="*", default=[])
+    a = ap.parse_args()
+    args = " ".join(a.pytest_args) or "tests/lab"
+    cmd = (f".venv/bin/python -m pytest -p no:cacheprovider -m lab -v --tb=short "
+           f"-o console_output_style=classic {args}")
+    print(f"[lab] booting kernel {a.kernel}: {cmd}", flush=True)
+    try:
+        r = run(cmd, kernel=a.kernel, stream=True, env={"LAB_KERNEL": a.kernel,
+                                                        "CI": os.environ.get("CI", "")})
+    except LabError as e:
+        print(f"[lab] FAILED: {e}", file=sys.stderr)
+        return 1
+    sys.stderr.write(r.stderr[-5000:])
+    print(f"[lab] kernel {a.kernel}: guest ready {r.ready_s}s after boot, "
+          f"whole run {r.wall_s:.1f}s, pytest exit {r.rc}", flush=True)
+    if r.rc != 0:
+        print("[lab] guest kernel log tail:\n" + "\n".join(r.dmesg.splitlines()[-40:]))
+    return r.rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
