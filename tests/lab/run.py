@@ -14,7 +14,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kernel", default="7.3", choices=KERNELS)
     ap.add_argument("pytest_args", nargs="*", default=[])
-    a = ap.parse_args()
+    a, extra = ap.parse_known_args()
+    a.pytest_args += extra
     args = " ".join(a.pytest_args) or "tests/lab"
     cmd = (f".venv/bin/python -m pytest -p no:cacheprovider -m lab -v --tb=short "
            f"-o console_output_style=classic {args}")

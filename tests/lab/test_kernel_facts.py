@@ -161,7 +161,11 @@ def test_reserve_with_ignore_key_not_supported_on_scsi(clean_lio) -> None:  # ty
 def test_partition_is_refused_with_eperm(clean_lio) -> None:  # type: ignore[no-untyped-def]
     lun = clean_lio.luns[2]
     dev = lun.paths[(2, 1)].dev
-    subprocess.run(["sfdisk", "-q", dev], input="label: dos\n,1M\n", text=True, check=True)
+    # The disk is held by a dm map: write the table without re-reading it, then
+    # add the partition with BLKPG (partx), which works on a busy disk.
+    subprocess.run(["sfdisk", "-q", "--force", "--no-reread", dev], input="label: dos\n,1M\n",
+                   text=True, check=True)
+    subprocess.run(["partx", "-a", dev], check=True)
     subprocess.run(["udevadm", "settle"], check=False)
     try:
         part = dev + "1"
@@ -169,8 +173,8 @@ def test_partition_is_refused_with_eperm(clean_lio) -> None:  # type: ignore[no-
             prh.register(fd, 0, K1, device=part)
         assert exc.value.code == -errno.EPERM
     finally:
-        subprocess.run(["wipefs", "-qa", dev], check=False)
-        subprocess.run(["blockdev", "--rereadpt", dev], check=False)
+        subprocess.run(["partx", "-d", dev], check=False)
+        subprocess.run(["wipefs", "-qaf", dev], check=False)
 
 
 UNPRIV = """

@@ -1,0 +1,226 @@
+"""What a device name means: a SCSI disk, an NVMe namespace or a dm-multipath map.
+
+Objects over pyudev/sysfs, in the manner of pyudev and rtslib: above this
+module nobody handles sysfs paths, only `Storage` and its `Path`s.  Nothing
+here issues a persistent-reservation command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from dataclasses import dataclass
+from enum import Enum
+
+import pyudev
+
+LOOP_MAJOR = 7
+
+
+class DeviceRefused(ValueError):
+    """The name does not denote a device fence_pr can use; the message says what to use."""
+
+
+class Transport(Enum):
+    SCSI = "scsi"
+    NVME = "nvme"
+
+
+@dataclass(frozen=True)
+class Path:
+    """One way to a logical unit: the block device PR commands are sent through."""
+
+    node: str
+    usable: bool = True
+    why_not: str = ""
+    # LIO's tcm_loop wedges on PREEMPT AND ABORT (see docs/kernel-behaviour.md).
+    abort_unsafe: bool = False
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A logical unit as the cluster shares it, identified by its WWID."""
+
+    node: str  # what the admin named, resolved to /dev/...
+    wwid: str
+    transport: Transport
+    kind: str  # "scsi disk", "nvme namespace", "dm-multipath map"
+    paths: tuple[Path, ...]
+
+    @property
+    def per_path_registration(self) -> bool:
+        """SCSI registers an I_T nexus, so each path needs its own REGISTER; NVMe a host."""
+        return self.transport is Transport.SCSI
+
+    def usable_paths(self) -> list[Path]:
+        return [p for p in self.paths if p.usable]
+
+    def __str__(self) -> str:
+        return f"{self.node} ({self.kind} {self.wwid})"
+
+
+def _wwid_of(dev: pyudev.Device) -> str:
+    for attr in ("device/wwid", "wwid"):
+        try:
+            return str(dev.attributes.asstring(attr)).strip()
+        except KeyError:
+            continue
+    if dev.sys_name.startswith("dm-"):
+        uuid = str(dev.attributes.asstring("dm/uuid")).strip()
+        return uuid.removeprefix("mpath-")
+    return ""
+
+
+def _scsi_path(dev: pyudev.Device) -> Path:
+    node = str(dev.device_node)
+    try:
+        state = str(dev.attributes.asstring("device/state")).strip()
+    except KeyError:
+        state = "running"
+    host = dev.find_parent("scsi", "scsi_host")
+    proc_name = ""
+    if host is not None:
+        try:
+            proc_name = str(pyudev.Devices.from_path(
+                dev.context, os.path.join(host.sys_path, "scsi_host", host.sys_name)
+            ).attributes.asstring("proc_name"))
+        except (KeyError, pyudev.DeviceNotFoundAtPathError):
+            proc_name = ""
+    return Path(node, state == "running", "" if state == "running" else f"SCSI state {state}",
+                abort_unsafe=proc_name.startswith("tcm_loop"))
+
+
+def dm_path_states(map_name: str) -> dict[str, str]:
+    """major:minor -> 'A' (active) or 'F' (failed), from dm's own status line."""
+    try:
+        out = subprocess.run(["dmsetup", "status", "--target", "multipath", map_name],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return parse_dm_status(out)
+
+
+def parse_dm_status(line: str) -> dict[str, str]:
+    toks = line.split()
+    return {t: toks[i + 1] for i, t in enumerate(toks[:-1])
+            if re.fullmatch(r"\d+:\d+", t) and toks[i + 1] in ("A", "F")}
+
+
+def _multipath(dev: pyudev.Device) -> Storage:
+    name = str(dev.attributes.asstring("dm/name")).strip()
+    states = dm_path_states(name)
+    paths = []
+    for slave in sorted(os.listdir(os.path.join(dev.sys_path, "slaves"))):
+        sd = pyudev.Devices.from_name(dev.context, "block", slave)
+        p = _scsi_path(sd)
+        majmin = f"{os.major(sd.device_number)}:{os.minor(sd.device_number)}"
+        if states.get(majmin) == "F" and p.usable:
+            p = Path(p.node, False, "failed in the dm map", p.abort_unsafe)
+        paths.append(p)
+    if not paths:
+        raise DeviceRefused(f"{dev.device_node}: multipath map {name} has no paths")
+    return Storage(f"/dev/mapper/{name}", _wwid_of(dev), Transport.SCSI, "dm-multipath map",
+                   tuple(paths))
+
+
+def _classify(dev: pyudev.Device, named: str) -> Storage:
+    node = str(dev.device_node)
+    if dev.device_type == "partition":
+        parent = dev.find_parent("block", "disk")
+        whole = parent.device_node if parent is not None else "the whole disk"
+        raise DeviceRefused(f"{named} is a partition: persistent reservations apply to the "
+                            f"whole disk; use {whole}")
+    if os.major(dev.device_number) == LOOP_MAJOR:
+        raise DeviceRefused(f"{named} is a loop device, which has no persistent reservations: "
+                            "name the shared SCSI disk, NVMe namespace or multipath map")
+    name = dev.sys_name
+    if name.startswith("dm-"):
+        uuid = str(dev.attributes.asstring("dm/uuid")).strip()
+        if not uuid.startswith("mpath-"):
+            raise DeviceRefused(f"{named} is a device-mapper device that is not a multipath map "
+                                f"(uuid {uuid or 'none'}): name the multipath map or the disk "
+                                "beneath it")
+        return _multipath(dev)
+    if re.fullmatch(r"nvme\d+n\d+", name):
+        return Storage(node, _wwid_of(dev), Transport.NVME, "nvme namespace", (Path(node),))
+    if dev.find_parent("scsi", "scsi_device") is not None and re.fullmatch(r"sd[a-z]+", name):
+        return Storage(node, _wwid_of(dev), Transport.SCSI, "scsi disk", (_scsi_path(dev),))
+    raise DeviceRefused(f"{named} ({name}) has no persistent reservation support: fence_pr "
+                        "needs a SCSI disk, an NVMe namespace or a dm-multipath map")
+
+
+def _by_wwid(context: pyudev.Context, wwid: str) -> pyudev.Device:
+    want = wwid.lower().removeprefix("mpath-")
+    found = []
+    for dev in context.list_devices(subsystem="block", DEVTYPE="disk"):
+        have = _wwid_of(dev).lower()
+        if have and (have == want or have.split(".", 1)[-1] == want.split(".", 1)[-1]
+                     or have.lstrip("3") == want.lstrip("3")):
+            found.append(dev)
+    if not found:
+        raise DeviceRefused(f"no block device has WWID {wwid}")
+    # A map covers its paths: prefer it over any one of them.
+    return next((d for d in found if d.sys_name.startswith("dm-")), found[0])
+
+
+def resolve(spec: str, context: pyudev.Context | None = None) -> Storage:
+    """Turn what the admin wrote (/dev/..., /dev/disk/by-id/..., or a WWID) into Storage."""
+    context = context or pyudev.Context()
+    if not spec.startswith("/"):
+        return _classify(_by_wwid(context, spec), spec)
+    try:
+        real = os.path.realpath(spec, strict=True)
+        st = os.stat(real)
+    except (OSError, RuntimeError) as e:
+        raise DeviceRefused(f"{spec}: {getattr(e, 'strerror', None) or e}") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise DeviceRefused(f"{spec} is not a block device")
+    try:
+        dev = pyudev.Devices.from_device_number(context, "block", st.st_rdev)
+    except pyudev.DeviceNotFoundByNumberError:
+        raise DeviceRefused(f"{spec}: the kernel has no block device {os.major(st.st_rdev)}:"
+                            f"{os.minor(st.st_rdev)}") from None
+    return _classify(dev, spec)
+
+
+def resolve_all(specs: list[str]) -> list[Storage]:
+    """Resolve every device, refusing duplicates, in the order fencing must use (by WWID).
+
+    The same order on every node makes the first device an arbiter: two nodes
+    fencing each other race for it first, so they cannot each win a subset.
+    """
+    context = pyudev.Context()
+    out: dict[str, Storage] = {}
+    for spec in specs:
+        s = resolve(spec, context)
+        if s.wwid in out:
+            raise DeviceRefused(f"{spec} and {out[s.wwid].node} are the same device "
+                                f"(WWID {s.wwid}); name it once")
+        out[s.wwid] = s
+    return [out[w] for w in sorted(out)]
+
+
+def shared_vg_devices() -> list[str]:
+    """Devices of shared LVM volume groups (clvm or lvmlockd), as fence_scsi finds them."""
+    try:
+        out = subprocess.run(["vgs", "--noheadings", "--separator", ":", "-o",
+                              "vg_attr,vg_lock_type,pv_name"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return parse_vgs(out)
+
+
+def parse_vgs(text: str) -> list[str]:
+    devs = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(":")]
+        if len(parts) != 3:
+            continue
+        attr, lock_type, pv = parts
+        clustered = len(attr) > 5 and attr[5] == "c"
+        if (clustered or lock_type in ("dlm", "sanlock")) and pv not in devs:
+            devs.append(pv)
+    return devs

@@ -1,0 +1,257 @@
+"""Persistent-reservation work on Storage: register, fence, verify -- path by path.
+
+The kernel's dm-multipath PR code is incomplete (a REGISTER through a map with
+one dead path unregisters every path; PREEMPT_ABORT through a map drops the
+abort; new paths are never registered), so this engine talks to the paths
+itself and verifies every result by reading the keys back.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from . import prh, prread
+from .devices import Path, Storage, Transport
+from .errors import PrError, ReservationConflict, TransientError, exception_for
+from .keys import format_key
+from .policies import Deadline, call_with_retry
+from .prtypes import KeyList, PrType, Reservation
+
+log = logging.getLogger(__name__)
+
+
+class NotRegistered(PrError):
+    """This node's own key is absent: it may itself have been fenced, so it must not fence."""
+
+
+class DeadlineExceeded(PrError):
+    """The device did not answer within the fencer's timeout."""
+
+
+@dataclass
+class DeviceReport:
+    """What happened on one device; `degraded` lists paths left without a registration."""
+
+    storage: Storage
+    ok: bool
+    message: str
+    degraded: list[str] = field(default_factory=list)
+    keys: list[int] = field(default_factory=list)
+
+
+@contextmanager
+def _opened(path: Path, *, write: bool) -> Iterator[int]:
+    # Read-only when only reading: closing a write-opened disk makes udev rescan it.
+    try:
+        fd = os.open(path.node, (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC)
+    except OSError as e:
+        raise exception_for(-(e.errno or errno.EIO), op="open", device=path.node) from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _on_path(path: Path, deadline: Deadline, fn: Callable[[int], object], *,
+             write: bool) -> None:
+    def once() -> None:
+        with _opened(path, write=write) as fd:
+            fn(fd)
+    call_with_retry(deadline, once)
+
+
+def _first_path(storage: Storage, deadline: Deadline, fn: Callable[[Path], object]) -> object:
+    """Run `fn` on the first path that works: usable paths first, then the rest."""
+    ordered = storage.usable_paths() + [p for p in storage.paths if not p.usable]
+    last: PrError | None = None
+    for path in ordered:
+        try:
+            return fn(path)
+        except TransientError as e:
+            log.info("%s: %s; trying the next path", path.node, e)
+            last = e
+    assert last is not None
+    raise last
+
+
+def read_keys(storage: Storage, deadline: Deadline) -> KeyList:
+    nvme = storage.transport is Transport.NVME
+    out: list[KeyList] = []
+
+    def read(path: Path) -> None:
+        _on_path(path, deadline, lambda fd: out.append(
+            prread.read_keys(fd, nvme=nvme, device=path.node)), write=False)
+    _first_path(storage, deadline, read)
+    return out[-1]
+
+
+def read_reservation(storage: Storage, deadline: Deadline) -> Reservation:
+    nvme = storage.transport is Transport.NVME
+    out: list[Reservation] = []
+
+    def read(path: Path) -> None:
+        _on_path(path, deadline, lambda fd: out.append(
+            prread.read_reservation(fd, nvme=nvme, device=path.node)), write=False)
+    _first_path(storage, deadline, read)
+    return out[-1]
+
+
+def expected_count(storage: Storage, registered_paths: int) -> int:
+    """How often our key must appear: once per registered path on SCSI, once on NVMe."""
+    return registered_paths if storage.per_path_registration else min(1, registered_paths)
+
+
+def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) -> DeviceReport:
+    """Unfence: register `key` on every usable path, reserve if nobody holds a reservation."""
+    # IGNORE_KEY replaces whatever this nexus/host held; with old_key == key NVMe does the
+    # same (old_key 0 + IGNORE_KEY is a plain Register there and conflicts).
+    def reg(path: Path) -> Path:
+        def call(fd: int) -> None:
+            prh.register(fd, key, key, ignore_key=True, device=path.node)
+        _on_path(path, deadline, call, write=True)
+        return path
+
+    done: list[Path] = []
+    degraded = [f"{p.node}: {p.why_not}" for p in storage.paths if not p.usable]
+    if storage.per_path_registration:
+        for path in storage.usable_paths():
+            try:
+                done.append(reg(path))
+            except TransientError as e:
+                degraded.append(f"{path.node}: {e}")
+    else:  # NVMe: the registration is the host's, any one path will do
+        try:
+            done.append(_first_path(storage, deadline, reg))  # type: ignore[arg-type]
+        except TransientError as e:
+            degraded.append(f"{storage.node}: {e}")
+    if not done:
+        return DeviceReport(storage, False, "no path could be registered: " + "; ".join(degraded),
+                            degraded)
+    rsv = read_reservation(storage, deadline)
+    if not rsv.held:
+        try:
+            _on_path(done[0], deadline, lambda fd: prh.reserve(
+                fd, key, pr_type, device=done[0].node), write=True)
+        except ReservationConflict:
+            log.info("%s: another node reserved first", storage)
+    keys = read_keys(storage, deadline).keys
+    want = expected_count(storage, len(done))
+    have = keys.count(key)
+    if have < want:
+        degraded.append(f"key {format_key(key)} registered {have} times, expected {want}")
+    if have == 0:
+        return DeviceReport(storage, False, f"key {format_key(key)} missing after REGISTER",
+                            degraded, keys)
+    if not read_reservation(storage, deadline).held:
+        return DeviceReport(storage, False, "no reservation held after RESERVE", degraded, keys)
+    msg = f"registered on {len(done)} of {len(storage.paths)} path(s)"
+    return DeviceReport(storage, True, msg, degraded, keys)
+
+
+def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
+          deadline: Deadline) -> DeviceReport:
+    """PREEMPT AND ABORT `victim` with our own key, on a path device so the abort is real."""
+    keys = read_keys(storage, deadline).keys
+    if my_key not in keys:
+        raise NotRegistered(
+            f"{storage}: this node's key {format_key(my_key)} is not registered; it may have "
+            "been fenced itself. Refusing to fence; run `on` (unfence) once this node is healthy",
+            code=-errno.EPERM, op="preempt-abort", device=storage.node)
+    if victim in keys:
+        def preempt(path: Path) -> None:
+            # LIO's tcm_loop wedges on PREEMPT AND ABORT: plain PREEMPT there.
+            abort = not path.abort_unsafe
+            _on_path(path, deadline, lambda fd: prh.preempt(
+                fd, my_key, victim, pr_type, abort=abort, device=path.node), write=True)
+        _first_path(storage, deadline, preempt)
+    keys = read_keys(storage, deadline).keys
+    if victim in keys:
+        return DeviceReport(storage, False, f"key {format_key(victim)} still registered after "
+                            "PREEMPT AND ABORT", keys=keys)
+    if not read_reservation(storage, deadline).held:
+        def reserve(path: Path) -> None:
+            _on_path(path, deadline, lambda fd: prh.reserve(fd, my_key, pr_type,
+                                                           device=path.node), write=True)
+        _first_path(storage, deadline, reserve)
+    return DeviceReport(storage, True, f"key {format_key(victim)} removed", keys=keys)
+
+
+def check(storage: Storage, key: int, deadline: Deadline) -> DeviceReport:
+    """Monitor: is our key on this device, once per usable path (SCSI)?"""
+    keys = read_keys(storage, deadline).keys
+    have = keys.count(key)
+    want = expected_count(storage, len(storage.paths))
+    degraded = [f"{p.node}: {p.why_not}" for p in storage.paths if not p.usable]
+    if have < want:
+        degraded.append(f"key {format_key(key)} registered on {have} of {want} path(s); "
+                        "run `on` to register the missing paths")
+    if have == 0:
+        return DeviceReport(storage, False, f"key {format_key(key)} not registered", degraded,
+                            keys)
+    return DeviceReport(storage, not degraded, "healthy" if not degraded else "degraded",
+                        degraded, keys)
+
+
+def keys_on(storage: Storage, deadline: Deadline) -> DeviceReport:
+    return DeviceReport(storage, True, "", keys=read_keys(storage, deadline).keys)
+
+
+Op = Callable[[Storage], DeviceReport]
+
+
+def _guarded(op: Op, storage: Storage) -> DeviceReport:
+    try:
+        return op(storage)
+    except NotRegistered:
+        raise
+    except PrError as e:
+        return DeviceReport(storage, False, str(e))
+
+
+def run_all(storages: list[Storage], op: Op, deadline: Deadline) -> list[DeviceReport]:
+    """The first device alone (the arbiter), then the others in parallel, within the deadline.
+
+    If the arbiter fails, the others are not touched: in a fence race the loser
+    stops there, so two nodes cannot each win a different subset of devices.
+    """
+    if not storages:
+        return []
+    first = _run_bounded([storages[0]], op, deadline)
+    if not first[0].ok:
+        return first
+    return first + _run_bounded(storages[1:], op, deadline)
+
+
+def _run_bounded(storages: list[Storage], op: Op, deadline: Deadline) -> list[DeviceReport]:
+    """Threads are daemons: an ioctl stuck in the kernel cannot hold the agent past its deadline."""
+    results: dict[int, DeviceReport | BaseException] = {}
+
+    def work(i: int, s: Storage) -> None:
+        try:
+            results[i] = _guarded(op, s)
+        except BaseException as e:  # surfaces NotRegistered to the caller
+            results[i] = e
+
+    threads = [threading.Thread(target=work, args=(i, s), daemon=True)
+               for i, s in enumerate(storages)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(deadline.remaining())
+    out = []
+    for i, s in enumerate(storages):
+        r = results.get(i)
+        if r is None:
+            out.append(DeviceReport(s, False, f"no answer within the {deadline.seconds:g}s "
+                                    "timeout (power_timeout)"))
+        elif isinstance(r, BaseException):
+            raise r
+        else:
+            out.append(r)
+    return out

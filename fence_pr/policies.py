@@ -1,0 +1,51 @@
+"""Retry policies, named for what they retry and until when (tenacity)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential,
+)
+
+from .errors import TRANSIENT
+
+T = TypeVar("T")
+
+
+class Deadline:
+    """The fencer's budget (power_timeout) for the whole action, shared by every step."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+
+def retry_transient(deadline: Deadline, attempts: int = 8) -> Retrying:
+    """Retry path failures, ENODEV/ENXIO and EAGAIN with backoff; a reservation conflict,
+    I/O error or refusal is final at once.  Never past the deadline."""
+    return Retrying(
+        retry=retry_if_exception_type(TRANSIENT),
+        stop=stop_after_attempt(attempts) | stop_before_delay(max(deadline.remaining(), 0.01)),
+        wait=wait_exponential(multiplier=0.05, max=1.0),
+        reraise=True,
+    )
+
+
+def call_with_retry(deadline: Deadline, fn: Callable[[], T]) -> T:
+    for attempt in retry_transient(deadline):
+        with attempt:
+            return fn()
+    raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
