@@ -163,6 +163,20 @@ def _node_keys(options: dict[str, str]) -> tuple[dict[str, int], str | None]:
     return keys, local.name if local else None
 
 
+# Under pacemaker-fenced, fencing.py zeroes power_timeout (the fencer enforces its own
+# timeout and kills the agent); fence_pr still bounds itself so a hung ioctl cannot keep
+# the process past Pacemaker's default stonith-timeout.
+FENCER_BUDGET_S = 60.0
+
+
+def _budget(options: dict[str, str]) -> float:
+    try:
+        seconds = float(options.get("--power-timeout", "20"))
+    except ValueError:
+        raise Refused("power_timeout must be a number of seconds") from None
+    return seconds if seconds > 0 else FENCER_BUDGET_S
+
+
 def make_plan(options: dict[str, str]) -> Plan:
     """Everything is checked here, before any device is touched."""
     action = options["--action"]
@@ -193,7 +207,7 @@ def make_plan(options: dict[str, str]) -> Plan:
     except ValueError:
         raise Refused("reservation_type must be 1..6 (pr.h numbering)") from None
     return Plan(action, resolve_all(specs), keys, local, target, target_key, pr_type,
-                Deadline(float(options.get("--power-timeout", "20"))))
+                Deadline(_budget(options)))
 
 
 def _report(reports: list[engine.DeviceReport]) -> bool:
@@ -251,7 +265,9 @@ def run(plan: Plan) -> int:
             out[plan.name_of(k)] = (format_key(k), "on")
         return out
 
-    return int(fence_action(None, dict(OPTIONS), set_power_status, get_power_status, get_list))
+    # fence_action returns None for list/list-status.
+    rc = fence_action(None, dict(OPTIONS), set_power_status, get_power_status, get_list)
+    return int(rc or EXIT_OK)
 
 
 OPTIONS: dict[str, str] = {}
@@ -293,6 +309,10 @@ def main() -> None:
     except PrError as e:
         logging.error("Failed: %s", e)
         print(f"Failed: {e}", file=sys.stderr)
+        sys.exit(EXIT_FAIL)
+    except Exception as e:  # a bug must still give Pacemaker a plain failure, not a traceback
+        logging.debug("unexpected error", exc_info=True)
+        print(f"Failed: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(EXIT_FAIL)
 
 

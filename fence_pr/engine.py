@@ -66,11 +66,14 @@ def _on_path(path: Path, deadline: Deadline, fn: Callable[[int], object], *,
     call_with_retry(deadline, once)
 
 
+def _ordered(storage: Storage) -> list[Path]:
+    return storage.usable_paths() + [p for p in storage.paths if not p.usable]
+
+
 def _first_path(storage: Storage, deadline: Deadline, fn: Callable[[Path], object]) -> object:
     """Run `fn` on the first path that works: usable paths first, then the rest."""
-    ordered = storage.usable_paths() + [p for p in storage.paths if not p.usable]
     last: PrError | None = None
-    for path in ordered:
+    for path in _ordered(storage):
         try:
             return fn(path)
         except TransientError as e:
@@ -118,13 +121,16 @@ def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) ->
         return path
 
     done: list[Path] = []
-    degraded = [f"{p.node}: {p.why_not}" for p in storage.paths if not p.usable]
+    degraded: list[str] = []
     if storage.per_path_registration:
-        for path in storage.usable_paths():
+        # Paths dm marked failed are tried too: PR commands go to the sd device itself, and
+        # a path failed by a unit attention (which every PR change raises) is often fine.
+        for path in _ordered(storage):
             try:
                 done.append(reg(path))
             except TransientError as e:
-                degraded.append(f"{path.node}: {e}")
+                note = f" ({path.why_not})" if path.why_not else ""
+                degraded.append(f"{path.node}: {e}{note}")
     else:  # NVMe: the registration is the host's, any one path will do
         try:
             done.append(_first_path(storage, deadline, reg))  # type: ignore[arg-type]
@@ -187,7 +193,10 @@ def check(storage: Storage, key: int, deadline: Deadline) -> DeviceReport:
     keys = read_keys(storage, deadline).keys
     have = keys.count(key)
     want = expected_count(storage, len(storage.paths))
-    degraded = [f"{p.node}: {p.why_not}" for p in storage.paths if not p.usable]
+    # A path dm failed while its disk runs is multipathd's business (unit attentions from
+    # PR changes do that); a disk that is not running cannot carry our registration.
+    degraded = [f"{p.node}: {p.why_not}" for p in storage.paths
+                if not p.usable and p.why_not.startswith("SCSI state")]
     if have < want:
         degraded.append(f"key {format_key(key)} registered on {have} of {want} path(s); "
                         "run `on` to register the missing paths")

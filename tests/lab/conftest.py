@@ -75,3 +75,43 @@ def clean_lio(lio):  # type: ignore[no-untyped-def]
     reset()
     yield lio
     reset()
+
+
+@pytest.fixture(scope="session")
+def nvme():  # type: ignore[no-untyped-def]
+    """nvmet loop subsystem, 2 namespaces (resv_enable where the kernel has it),
+    2 nodes x 2 controllers each (own port per (node, path)), no native multipath."""
+    from .nvmet import NvmeLab
+
+    lab = NvmeLab(namespaces=2, nodes=2, paths=2)
+    yield lab
+    lab.teardown()
+
+
+@pytest.fixture
+def clean_nvme(nvme):  # type: ignore[no-untyped-def]
+    """The session's namespaces with every controller connected and no registrant."""
+    nvme.reset()
+    yield nvme
+    nvme.reset()
+
+
+@pytest.fixture(scope="session")
+def iscsi():  # type: ignore[no-untyped-def]
+    """2 LUNs on a LIO iSCSI target, 2 nodes x 2 sessions (portals 127.0.0.1/.2), one dm map
+    per LUN per node (i<node>-lun<i>)."""
+    from .iscsi import IscsiLab
+
+    lab = IscsiLab(luns=2, nodes=2, paths=2)
+    lab.make_maps(1)
+    lab.make_maps(2)
+    yield lab
+    lab.teardown()
+
+
+@pytest.fixture
+def clean_iscsi(iscsi):  # type: ignore[no-untyped-def]
+    """Every session logged in, maps over live devices, no registration, before and after."""
+    iscsi.reset()
+    yield iscsi
+    iscsi.reset()

@@ -12,8 +12,6 @@ import errno
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -22,37 +20,12 @@ from fence_pr.errors import IoError, NotSupported, PermissionDenied, PrError, Re
 from fence_pr.prtypes import PrType
 
 from .conftest import kernel_at_least
+from .io import opened, write_block
 from .topology import scsi_keys
 
 K1, K2 = 0xA1A1000000000001, 0xA1A1000000000002
 WERO = PrType.WRITE_EXCLUSIVE_REG_ONLY
 HAS_READ_IOCTLS = kernel_at_least(6, 19)
-
-
-@contextmanager
-def opened(dev: str, flags: int = os.O_RDWR) -> Iterator[int]:
-    fd = os.open(dev, flags)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def write_block(dev: str) -> int:
-    """Write one 4 KiB block with O_DIRECT; 0 or the errno it failed with."""
-    buf = ctypes.create_string_buffer(b"x" * 4096, 4096)
-    aligned = (ctypes.c_char * 4096).from_address(
-        (ctypes.addressof(buf) + 4095) & ~4095) if ctypes.addressof(buf) % 4096 else buf
-    mm = __import__("mmap").mmap(-1, 4096)
-    mm.write(b"w" * 4096)
-    del aligned
-    try:
-        with opened(dev, os.O_WRONLY | os.O_DIRECT) as fd:
-            os.write(fd, mm)
-            os.fsync(fd)
-    except OSError as e:
-        return e.errno or -1
-    return 0
 
 
 def test_read_keys_ioctl_presence(clean_lio) -> None:  # type: ignore[no-untyped-def]

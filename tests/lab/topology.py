@@ -20,6 +20,11 @@ import rtslib_fb as rts
 
 def sh(*argv: str, check: bool = True) -> str:
     r = subprocess.run(argv, capture_output=True, text=True)
+    if r.returncode == 6 and argv[0] == "sg_persist":
+        # A pending Unit Attention (e.g. "reservations preempted" after another
+        # nexus's CLEAR/PREEMPT) fails the first command; the kernel's own PR
+        # ioctls retry it, sg3_utils does not: retry once like they do.
+        r = subprocess.run(argv, capture_output=True, text=True)
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} -> {r.returncode}: {r.stderr.strip()}")
     return r.stdout
@@ -119,6 +124,7 @@ class LioLab:
             for i in range(luns)
         ]
         self.targets: list[rts.Target] = []
+        self.nexus: dict[tuple[int, int], rts.Target] = {}
         for node in range(1, nodes + 1):
             for path in range(paths):
                 self.add_path(node, path)
@@ -132,6 +138,7 @@ class LioLab:
         for lun in self.luns:
             rts.LUN(tpg, lun.index, lun.so)
         self.targets.append(t)
+        self.nexus[(node, path)] = t
         host = wait_for(lambda: _hosts() - before, f"tcm_loop host for node {node} path {path}")
         (host,) = host
         n = len(self.luns)
@@ -153,6 +160,45 @@ class LioLab:
         settle()
         self.maps[node] = names
         return names
+
+    def add_path_to_maps(self, node: int) -> int:
+        """A path that appears after registration: new nexus, reloaded into `node`'s maps.
+
+        The kernel never registers it (pr-facts): the case fence_pr must repair.
+        Returns the new path index; remove_path() undoes it.
+        """
+        path = 1 + max(p for (n, p) in self.luns[0].paths if n == node)
+        self.add_path(node, path)
+        self._reload_node_maps(node)
+        return path
+
+    def remove_path(self, node: int, path: int) -> None:
+        """Take (node, path) out of the node's maps, then delete its nexus."""
+        for lun in self.luns:
+            lun.paths.pop((node, path), None)
+        self._reload_node_maps(node)
+        t = self.nexus.pop((node, path))
+        self.targets.remove(t)
+        t.delete()
+        settle()
+
+    def _reload_node_maps(self, node: int) -> None:
+        for lun, m in zip(self.luns, self.maps.get(node, []), strict=True):
+            reload_multipath_map(m, lun.node_paths(node))
+
+    def check_paths(self) -> None:
+        """Reinstate dm paths whose disk is running: the job of multipathd's path checker.
+
+        Every PR change raises a unit attention on the other nexuses; dm sends I/O with
+        failfast, so the next I/O fails the path even though the disk is fine.
+        """
+        for names in self.maps.values():
+            for m in names:
+                for majmin, state in dm_path_states(m).items():
+                    disk = os.path.basename(os.path.realpath(f"/sys/dev/block/{majmin}"))
+                    running = Path(f"/sys/block/{disk}/device/state").read_text().strip()
+                    if state == "F" and running == "running":
+                        dm_message(m, f"reinstate_path {majmin}")
 
     def teardown(self) -> None:
         for node in list(self.maps):
@@ -176,8 +222,42 @@ def create_multipath_map(name: str, paths: list[ScsiPath], *, features: str = "0
     sh(*argv)
 
 
+def reload_multipath_map(mapname: str, paths: list[ScsiPath], *, features: str = "0") -> None:
+    """Replace a live map's path list (what multipathd does when paths come and go)."""
+    size = Path(f"/sys/block/{paths[0].name}/size").read_text().strip()
+    path_args = " ".join(f"{p.majmin} 1" for p in paths)
+    table = f"0 {size} multipath {features} 0 1 1 round-robin 0 {len(paths)} 1 {path_args}"
+    name = os.path.basename(mapname)
+    sh("dmsetup", "reload", name, "--table", table)
+    sh("dmsetup", "resume", name)
+    settle()
+
+
 def dm_message(mapname: str, msg: str) -> None:
     sh("dmsetup", "message", os.path.basename(mapname), "0", msg)
+
+
+def dm_fail_path(mapname: str, path: ScsiPath) -> None:
+    """Mark one path failed in the map only (the device itself still works)."""
+    dm_message(mapname, f"fail_path {path.majmin}")
+
+
+def dm_reinstate_path(mapname: str, path: ScsiPath) -> None:
+    dm_message(mapname, f"reinstate_path {path.majmin}")
+
+
+def dm_suspend(mapname: str, *, noflush: bool = True) -> None:
+    """Suspend a map as multipathd does around a table reload: PR ioctls then get EAGAIN."""
+    sh("dmsetup", "suspend", *(["--noflush"] if noflush else []), os.path.basename(mapname))
+
+
+def dm_resume(mapname: str) -> None:
+    sh("dmsetup", "resume", os.path.basename(mapname))
+
+
+def dm_is_suspended(mapname: str) -> bool:
+    return "SUSPENDED" in sh("dmsetup", "info", "-c", "--noheadings", "-o", "suspended",
+                             os.path.basename(mapname)).upper()
 
 
 def dm_path_states(mapname: str) -> dict[str, str]:
@@ -200,3 +280,24 @@ def scsi_keys(dev: str) -> list[int]:
     """Registered keys as the target reports them (sg3_utils, not fence_pr)."""
     out = sh("sg_persist", "-n", "--in", "--read-keys", dev)
     return [int(tok, 16) for tok in out.split() if tok.startswith("0x")]
+
+
+def scsi_full_status(dev: str) -> list[tuple[int, str]]:
+    """(key, initiator TransportID) per registered I_T nexus, from READ FULL STATUS.
+
+    READ KEYS cannot tell which nexus holds a key; this can (iSCSI ids end in ",i,0x<ISID>").
+    """
+    out = sh("sg_persist", "-n", "--in", "--read-full-status", dev)
+    regs: list[tuple[int, str]] = []
+    key: int | None = None
+    want_tid = False
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Key="):
+            key = int(line[4:], 16)
+        elif line.startswith("Transport Id of initiator"):
+            want_tid = True
+        elif want_tid and key is not None and ":" in line:
+            regs.append((key, line.split(":", 1)[1].strip()))
+            key, want_tid = None, False
+    return regs
