@@ -7,6 +7,7 @@ here issues a persistent-reservation command.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -33,10 +34,30 @@ class Path:
     """One way to a logical unit: the block device PR commands are sent through."""
 
     node: str
-    usable: bool = True
-    why_not: str = ""
+    disk_state: str = "running"  # the SCSI midlayer's view of the disk behind the path
+    dm_failed: bool = False  # dm-multipath marked the path failed (its I/O failed once)
     # LIO's tcm_loop wedges on PREEMPT AND ABORT (see docs/kernel-behaviour.md).
     abort_unsafe: bool = False
+
+    @property
+    def disk_running(self) -> bool:
+        return self.disk_state == "running"
+
+    @property
+    def usable(self) -> bool:
+        return self.disk_running and not self.dm_failed
+
+    @property
+    def rank(self) -> int:
+        """Try order: healthy, then dm-failed but running (PR goes to the disk, not via dm),
+        then disks that are not running at all."""
+        return 0 if self.usable else 1 if self.disk_running else 2
+
+    @property
+    def why_not(self) -> str:
+        if not self.disk_running:
+            return f"SCSI state {self.disk_state}"
+        return "failed in the dm map" if self.dm_failed else ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,9 @@ class Storage:
 
     def usable_paths(self) -> list[Path]:
         return [p for p in self.paths if p.usable]
+
+    def paths_by_rank(self) -> list[Path]:
+        return sorted(self.paths, key=lambda p: p.rank)
 
     def __str__(self) -> str:
         return f"{self.node} ({self.kind} {self.wwid})"
@@ -88,8 +112,7 @@ def _scsi_path(dev: pyudev.Device) -> Path:
             ).attributes.asstring("proc_name"))
         except (KeyError, pyudev.DeviceNotFoundAtPathError):
             proc_name = ""
-    return Path(node, state == "running", "" if state == "running" else f"SCSI state {state}",
-                abort_unsafe=proc_name.startswith("tcm_loop"))
+    return Path(node, disk_state=state, abort_unsafe=proc_name.startswith("tcm_loop"))
 
 
 def dm_path_states(map_name: str) -> dict[str, str]:
@@ -116,9 +139,7 @@ def _multipath(dev: pyudev.Device) -> Storage:
         sd = pyudev.Devices.from_name(dev.context, "block", slave)
         p = _scsi_path(sd)
         majmin = f"{os.major(sd.device_number)}:{os.minor(sd.device_number)}"
-        if states.get(majmin) == "F" and p.usable:
-            p = Path(p.node, False, "failed in the dm map", p.abort_unsafe)
-        paths.append(p)
+        paths.append(dataclasses.replace(p, dm_failed=states.get(majmin) == "F"))
     if not paths:
         raise DeviceRefused(f"{dev.device_node}: multipath map {name} has no paths")
     return Storage(f"/dev/mapper/{name}", _wwid_of(dev), Transport.SCSI, "dm-multipath map",

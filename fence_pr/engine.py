@@ -9,12 +9,14 @@ itself and verifies every result by reading the keys back.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from . import prh, prread
 from .devices import Path, Storage, Transport
@@ -24,6 +26,7 @@ from .policies import Deadline, call_with_retry
 from .prtypes import KeyList, PrType, Reservation
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class NotRegistered(PrError):
@@ -58,51 +61,46 @@ def _opened(path: Path, *, write: bool) -> Iterator[int]:
         os.close(fd)
 
 
-def _on_path(path: Path, deadline: Deadline, fn: Callable[[int], object], *,
-             write: bool) -> None:
-    def once() -> None:
-        with _opened(path, write=write) as fd:
-            fn(fd)
-    call_with_retry(deadline, once)
+def _on_path(path: Path, fn: Callable[[int], object], *, write: bool) -> None:
+    with _opened(path, write=write) as fd:
+        fn(fd)
 
 
-def _ordered(storage: Storage) -> list[Path]:
-    return storage.usable_paths() + [p for p in storage.paths if not p.usable]
+def _first_path(storage: Storage, deadline: Deadline, fn: Callable[[Path], T]) -> T:
+    """Run `fn` on the first path that works, best paths first.
 
-
-def _first_path(storage: Storage, deadline: Deadline, fn: Callable[[Path], object]) -> object:
-    """Run `fn` on the first path that works: usable paths first, then the rest."""
-    last: PrError | None = None
-    for path in _ordered(storage):
-        try:
-            return fn(path)
-        except TransientError as e:
-            log.info("%s: %s; trying the next path", path.node, e)
-            last = e
-    assert last is not None
-    raise last
+    A path failure moves on to the next path at once; only when every path
+    failed is the whole sweep retried (with backoff, within the deadline).
+    """
+    def sweep() -> T:
+        last: PrError | None = None
+        for path in storage.paths_by_rank():
+            try:
+                return fn(path)
+            except TransientError as e:
+                log.info("%s: %s; trying the next path", path.node, e)
+                last = e
+        assert last is not None
+        raise last
+    return call_with_retry(deadline, sweep)
 
 
 def read_keys(storage: Storage, deadline: Deadline) -> KeyList:
     nvme = storage.transport is Transport.NVME
-    out: list[KeyList] = []
 
-    def read(path: Path) -> None:
-        _on_path(path, deadline, lambda fd: out.append(
-            prread.read_keys(fd, nvme=nvme, device=path.node)), write=False)
-    _first_path(storage, deadline, read)
-    return out[-1]
+    def read(path: Path) -> KeyList:
+        with _opened(path, write=False) as fd:
+            return prread.read_keys(fd, nvme=nvme, device=path.node)
+    return _first_path(storage, deadline, read)
 
 
 def read_reservation(storage: Storage, deadline: Deadline) -> Reservation:
     nvme = storage.transport is Transport.NVME
-    out: list[Reservation] = []
 
-    def read(path: Path) -> None:
-        _on_path(path, deadline, lambda fd: out.append(
-            prread.read_reservation(fd, nvme=nvme, device=path.node)), write=False)
-    _first_path(storage, deadline, read)
-    return out[-1]
+    def read(path: Path) -> Reservation:
+        with _opened(path, write=False) as fd:
+            return prread.read_reservation(fd, nvme=nvme, device=path.node)
+    return _first_path(storage, deadline, read)
 
 
 def expected_count(storage: Storage, registered_paths: int) -> int:
@@ -110,40 +108,40 @@ def expected_count(storage: Storage, registered_paths: int) -> int:
     return registered_paths if storage.per_path_registration else min(1, registered_paths)
 
 
-def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) -> DeviceReport:
-    """Unfence: register `key` on every usable path, reserve if nobody holds a reservation."""
+def _register_path(path: Path, key: int) -> Path:
     # IGNORE_KEY replaces whatever this nexus/host held; with old_key == key NVMe does the
     # same (old_key 0 + IGNORE_KEY is a plain Register there and conflicts).
-    def reg(path: Path) -> Path:
-        def call(fd: int) -> None:
-            prh.register(fd, key, key, ignore_key=True, device=path.node)
-        _on_path(path, deadline, call, write=True)
-        return path
+    _on_path(path, lambda fd: prh.register(fd, key, key, ignore_key=True, device=path.node),
+             write=True)
+    return path
 
+
+def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) -> DeviceReport:
+    """Unfence: register `key` on every path, reserve if nobody holds a reservation."""
     done: list[Path] = []
     degraded: list[str] = []
     if storage.per_path_registration:
         # Paths dm marked failed are tried too: PR commands go to the sd device itself, and
         # a path failed by a unit attention (which every PR change raises) is often fine.
-        for path in _ordered(storage):
+        for path in storage.paths_by_rank():
             try:
-                done.append(reg(path))
+                done.append(call_with_retry(deadline, functools.partial(_register_path, path, key),
+                                            attempts=3 if path.disk_running else 1))
             except TransientError as e:
                 note = f" ({path.why_not})" if path.why_not else ""
                 degraded.append(f"{path.node}: {e}{note}")
     else:  # NVMe: the registration is the host's, any one path will do
         try:
-            done.append(_first_path(storage, deadline, reg))  # type: ignore[arg-type]
+            done.append(_first_path(storage, deadline, lambda p: _register_path(p, key)))
         except TransientError as e:
             degraded.append(f"{storage.node}: {e}")
     if not done:
         return DeviceReport(storage, False, "no path could be registered: " + "; ".join(degraded),
                             degraded)
-    rsv = read_reservation(storage, deadline)
-    if not rsv.held:
+    if not read_reservation(storage, deadline).held:
         try:
-            _on_path(done[0], deadline, lambda fd: prh.reserve(
-                fd, key, pr_type, device=done[0].node), write=True)
+            _on_path(done[0], lambda fd: prh.reserve(fd, key, pr_type, device=done[0].node),
+                     write=True)
         except ReservationConflict:
             log.info("%s: another node reserved first", storage)
     keys = read_keys(storage, deadline).keys
@@ -172,9 +170,9 @@ def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
     if victim in keys:
         def preempt(path: Path) -> None:
             # LIO's tcm_loop wedges on PREEMPT AND ABORT: plain PREEMPT there.
-            abort = not path.abort_unsafe
-            _on_path(path, deadline, lambda fd: prh.preempt(
-                fd, my_key, victim, pr_type, abort=abort, device=path.node), write=True)
+            _on_path(path, lambda fd: prh.preempt(fd, my_key, victim, pr_type,
+                                                  abort=not path.abort_unsafe,
+                                                  device=path.node), write=True)
         _first_path(storage, deadline, preempt)
     keys = read_keys(storage, deadline).keys
     if victim in keys:
@@ -182,8 +180,8 @@ def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
                             "PREEMPT AND ABORT", keys=keys)
     if not read_reservation(storage, deadline).held:
         def reserve(path: Path) -> None:
-            _on_path(path, deadline, lambda fd: prh.reserve(fd, my_key, pr_type,
-                                                           device=path.node), write=True)
+            _on_path(path, lambda fd: prh.reserve(fd, my_key, pr_type, device=path.node),
+                     write=True)
         _first_path(storage, deadline, reserve)
     return DeviceReport(storage, True, f"key {format_key(victim)} removed", keys=keys)
 

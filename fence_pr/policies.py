@@ -44,8 +44,8 @@ def retry_transient(deadline: Deadline, attempts: int = 8) -> Retrying:
     )
 
 
-def call_with_retry(deadline: Deadline, fn: Callable[[], T]) -> T:
-    for attempt in retry_transient(deadline):
+def call_with_retry(deadline: Deadline, fn: Callable[[], T], attempts: int = 8) -> T:
+    for attempt in retry_transient(deadline, attempts):
         with attempt:
             return fn()
     raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover

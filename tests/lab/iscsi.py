@@ -162,9 +162,13 @@ class IscsiLab:
         return names
 
     def refresh_maps(self, node: int) -> None:
-        """Reload `node`'s maps with its current sessions' devices (after a re-login)."""
+        """Reload `node`'s maps whose devices are not its current sessions' (after a re-login)."""
+        from .topology import dm_path_states
+
         for lun, m in zip(self.luns, self.maps.get(node, []), strict=True):
-            reload_multipath_map(m, lun.node_paths(node))
+            want = lun.node_paths(node)
+            if set(dm_path_states(m)) != {p.majmin for p in want}:
+                reload_multipath_map(m, want)
 
     def reset(self) -> None:
         """Every session logged in, maps over the live devices, no registration."""

@@ -21,7 +21,7 @@ from fence_pr.prtypes import PrType
 
 from .conftest import kernel_at_least
 from .io import opened, write_block
-from .topology import scsi_keys
+from .topology import ScratchDisk, scsi_keys
 
 K1, K2 = 0xA1A1000000000001, 0xA1A1000000000002
 WERO = PrType.WRITE_EXCLUSIVE_REG_ONLY
@@ -131,23 +131,19 @@ def test_reserve_with_ignore_key_not_supported_on_scsi(clean_lio) -> None:  # ty
             prh.reserve(fd, K1, WERO, ignore_key=True, device=dev)
 
 
-def test_partition_is_refused_with_eperm(clean_lio) -> None:  # type: ignore[no-untyped-def]
-    lun = clean_lio.luns[2]
-    dev = lun.paths[(2, 1)].dev
-    # The disk is held by a dm map: write the table without re-reading it, then
-    # add the partition with BLKPG (partx), which works on a busy disk.
-    subprocess.run(["sfdisk", "-q", "--force", "--no-reread", dev], input="label: dos\n,1M\n",
-                   text=True, check=True)
-    subprocess.run(["partx", "-a", dev], check=True)
-    subprocess.run(["udevadm", "settle"], check=False)
+def test_partition_is_refused_with_eperm(lio) -> None:  # type: ignore[no-untyped-def]
+    """Even root gets EPERM on a partition; fence_pr names the whole disk instead."""
+    disk = ScratchDisk("partitioned")
     try:
-        part = dev + "1"
+        subprocess.run(["sfdisk", "-q", disk.dev], input="label: dos\n,1M\n", text=True,
+                       check=True)
+        subprocess.run(["udevadm", "settle"], check=False)
+        part = disk.dev + "1"
         with opened(part) as fd, pytest.raises(PermissionDenied) as exc:
             prh.register(fd, 0, K1, device=part)
         assert exc.value.code == -errno.EPERM
     finally:
-        subprocess.run(["partx", "-d", dev], check=False)
-        subprocess.run(["wipefs", "-qaf", dev], check=False)
+        disk.delete()
 
 
 UNPRIV = """

@@ -301,3 +301,23 @@ def scsi_full_status(dev: str) -> list[tuple[int, str]]:
             regs.append((key, line.split(":", 1)[1].strip()))
             key, want_tid = None, False
     return regs
+
+
+class ScratchDisk:
+    """A LUN on a tcm_loop target of its own, held by no map: free to partition."""
+
+    def __init__(self, name: str = "scratch", size_mb: int = 4) -> None:
+        modprobe("target_core_mod", "tcm_loop", "sd_mod")
+        self.so = rts.RDMCPStorageObject(name, size=size_mb * 1024 * 1024)
+        before = _hosts()
+        self.target = rts.Target(rts.FabricModule("loopback"), _naa())
+        rts.LUN(rts.TPG(self.target, 1), 0, self.so)
+        (host,) = wait_for(lambda: _hosts() - before, "scratch tcm_loop host")
+        disks = wait_for(lambda: _disks_on_host(host), f"scratch disk on host{host}")
+        settle()
+        self.dev = disks[0]
+
+    def delete(self) -> None:
+        self.target.delete()
+        self.so.delete()
+        settle()
