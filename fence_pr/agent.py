@@ -192,22 +192,23 @@ def make_plan(options: dict[str, str]) -> Plan:
         raise Refused(f"node {target!r} has no key: known nodes are {', '.join(sorted(keys))}")
     if action in ("on", "off", "status") and target_key is None:
         raise Refused("no target: give port/plug (or nodename), or key")
-    if action == "off" and (target == local or target_key == keys[local]):
+    if action in ("off", "validate-all") and (target == local or target_key == keys[local]):
         raise Refused(f"refusing to fence this node itself ({local}); run off from a survivor")
     if action == "on" and target not in (None, local) and target_key != keys[local]:
         raise Refused(f"`on` registers this host's paths, so it must run on {target} itself "
                       "(Pacemaker does this for unfencing)")
+    try:
+        pr_type = PrType(int(options.get("--reservation_type", "3")))
+    except ValueError:
+        raise Refused("reservation_type must be 1..6 (pr.h numbering)") from None
+    budget = _budget(options)
     specs = [d.strip() for d in options.get("--devices", "").split(",") if d.strip()]
     if not specs:
         specs = shared_vg_devices()
     if not specs:
         raise Refused("no devices: set devices=, or use shared LVM volume groups")
-    try:
-        pr_type = PrType(int(options.get("--reservation_type", "3")))
-    except ValueError:
-        raise Refused("reservation_type must be 1..6 (pr.h numbering)") from None
     return Plan(action, resolve_all(specs), keys, local, target, target_key, pr_type,
-                Deadline(_budget(options)))
+                Deadline(budget))
 
 
 def _report(reports: list[engine.DeviceReport]) -> bool:
@@ -232,6 +233,21 @@ def _status(plan: Plan) -> str:
         _report(reports)
         raise Refused("status unknown: " + "; ".join(r.message for r in reports if not r.ok))
     return "on" if any(key in r.keys for r in reports) else "off"
+
+
+def validate(plan: Plan) -> int:
+    """Options already parsed and devices resolved; now read (never write) each device's
+    keys, which proves it answers persistent-reservation commands."""
+    reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
+                             plan.deadline)
+    if not _report(reports):
+        for r in reports:
+            if not r.ok:
+                print(f"Failed: {r.message}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"validate-all: configuration is valid ({len(plan.devices)} device(s), "
+          f"{len(plan.keys)} node key(s), this node is {plan.local})")
+    return EXIT_OK
 
 
 def run(plan: Plan) -> int:
@@ -297,9 +313,7 @@ def main() -> None:
     try:
         plan = make_plan(options)
         if options["--action"] == "validate-all":
-            print("validate-all: configuration is valid "
-                  f"({len(plan.devices)} device(s), {len(plan.keys)} node key(s))")
-            sys.exit(EXIT_OK)
+            sys.exit(validate(plan))
         sys.exit(run(plan))
     except (Refused, DeviceRefused, KeyFormatError, KeyCollision, KeyDerivationError,
             CmapError) as e:

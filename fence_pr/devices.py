@@ -85,15 +85,33 @@ class Storage:
         return f"{self.node} ({self.kind} {self.wwid})"
 
 
+# SCSI VPD page 0x83 designator types as sysfs spells them, and the one-digit prefix
+# multipath and /dev/disk/by-id use for the same designator ("naa.6001405..." == "36001405...").
+_DESIGNATOR_PREFIX = {"t10.": "1", "eui.": "2", "naa.": "3"}
+
+
+def normalize_wwid(text: str) -> str:
+    """One spelling per logical unit, so a map and its paths compare equal."""
+    w = text.strip().lower().removeprefix("mpath-").removeprefix("scsi-").removeprefix("nvme-")
+    for designator, digit in _DESIGNATOR_PREFIX.items():
+        if w.startswith(designator):
+            return digit + w[len(designator):]
+    return w
+
+
 def _wwid_of(dev: pyudev.Device) -> str:
+    if dev.sys_name.startswith("dm-"):
+        # A map is the logical unit its paths reach: take the paths' identity, not the map
+        # uuid (whose spelling multipath chooses).
+        slaves = sorted(os.listdir(os.path.join(dev.sys_path, "slaves")))
+        if slaves:
+            return _wwid_of(pyudev.Devices.from_name(dev.context, "block", slaves[0]))
+        return normalize_wwid(str(dev.attributes.asstring("dm/uuid")))
     for attr in ("device/wwid", "wwid"):
         try:
-            return str(dev.attributes.asstring(attr)).strip()
+            return normalize_wwid(str(dev.attributes.asstring(attr)))
         except KeyError:
             continue
-    if dev.sys_name.startswith("dm-"):
-        uuid = str(dev.attributes.asstring("dm/uuid")).strip()
-        return uuid.removeprefix("mpath-")
     return ""
 
 
@@ -173,13 +191,9 @@ def _classify(dev: pyudev.Device, named: str) -> Storage:
 
 
 def _by_wwid(context: pyudev.Context, wwid: str) -> pyudev.Device:
-    want = wwid.lower().removeprefix("mpath-")
-    found = []
-    for dev in context.list_devices(subsystem="block", DEVTYPE="disk"):
-        have = _wwid_of(dev).lower()
-        if have and (have == want or have.split(".", 1)[-1] == want.split(".", 1)[-1]
-                     or have.lstrip("3") == want.lstrip("3")):
-            found.append(dev)
+    want = normalize_wwid(wwid)
+    found = [dev for dev in context.list_devices(subsystem="block", DEVTYPE="disk")
+             if _wwid_of(dev) == want]
     if not found:
         raise DeviceRefused(f"no block device has WWID {wwid}")
     # A map covers its paths: prefer it over any one of them.

@@ -20,7 +20,13 @@ from typing import TypeVar
 
 from . import prh, prread
 from .devices import Path, Storage, Transport
-from .errors import PrError, ReservationConflict, TransientError, exception_for
+from .errors import (
+    NotSupported,
+    PrError,
+    ReservationConflict,
+    TransientError,
+    exception_for,
+)
 from .keys import format_key
 from .policies import Deadline, call_with_retry
 from .prtypes import KeyList, PrType, Reservation
@@ -217,6 +223,10 @@ def _guarded(op: Op, storage: Storage) -> DeviceReport:
         return op(storage)
     except NotRegistered:
         raise
+    except NotSupported as e:
+        return DeviceReport(storage, False, f"persistent reservations are not supported by "
+                            f"{storage}: {e}. Check that the storage enables them (for nvmet: "
+                            "resv_enable on the namespace, Linux 6.13+)")
     except PrError as e:
         return DeviceReport(storage, False, str(e))
 

@@ -1,7 +1,9 @@
-"""fence_pr end to end on SCSI: dm maps over tcm_loop, and single-path disks.
+"""fence_pr end to end on SCSI: dm maps over tcm_loop and over iSCSI, and single-path disks.
 
-Two nodes share three LUNs; each node reaches them through its own I_T nexuses.
+Two nodes share the LUNs; each node reaches them through its own I_T nexuses.
 Every claim is checked at the target with sg_persist and by real writes.
+Over iSCSI the agent sends a real PREEMPT AND ABORT on a path device; over
+tcm_loop a plain PREEMPT (LIO wedges otherwise, see docs/kernel-behaviour.md).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import pytest
 
 from .agentrun import KEYS, Node
 from .io import write_block
-from .topology import scsi_keys
+from .topology import check_paths, scsi_keys
 
 
-@pytest.fixture(params=["dm-tcm_loop", "sd-single-path"])
-def pair(request, clean_lio):  # type: ignore[no-untyped-def]
-    lab = clean_lio
-    if request.param == "dm-tcm_loop":
+@pytest.fixture(params=["dm-tcm_loop", "dm-iscsi", "sd-single-path"])
+def pair(request):  # type: ignore[no-untyped-def]
+    lab = request.getfixturevalue("clean_iscsi" if "iscsi" in request.param else "clean_lio")
+    if request.param.startswith("dm-"):
         nodes = (Node("node1", lab.maps[1]), Node("node2", lab.maps[2]))
     else:
         nodes = (Node("node1", [lun.paths[(1, 0)].dev for lun in lab.luns]),
@@ -28,7 +30,7 @@ def pair(request, clean_lio):  # type: ignore[no-untyped-def]
 
 
 def writes(lab, devices: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
-    lab.check_paths()  # as multipathd's checker would, after the unit attentions
+    check_paths(lab.maps)  # as multipathd's checker would, after the unit attentions
     return [write_block(d) for d in devices]
 
 
@@ -40,40 +42,40 @@ def registered(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]
 
 def test_unfence_fence_status_list_rejoin(pair) -> None:  # type: ignore[no-untyped-def]
     lab, (n1, n2) = pair
-    per_lun = n1.paths_per_lun
+    per_lun, n = n1.paths_per_lun, len(lab.luns)
     for n in (n1, n2):
         r = n.run("on", n.name)
         assert r.rc == 0, r
-    assert registered(lab, n1.key) == [per_lun] * 3
-    assert registered(lab, n2.key) == [per_lun] * 3
-    assert writes(lab, n2.devices) == [0] * 3
+    assert registered(lab, n1.key) == [per_lun] * n
+    assert registered(lab, n2.key) == [per_lun] * n
+    assert writes(lab, n2.devices) == [0] * n
 
     r = n1.run("status", "node2")
     assert r.rc == 0 and "ON" in r.out, r
     r = n1.run("list")
     assert r.rc == 0 and "node1" in r.out and "node2" in r.out, r
-    lab.check_paths()
+    check_paths(lab.maps)
     r = n1.run("monitor")
     assert r.rc == 0, r
 
     r = n1.pacemaker("off", "node2")
     assert r.rc == 0, r
-    assert registered(lab, n2.key) == [0, 0, 0]
-    assert registered(lab, n1.key) == [per_lun] * 3
-    assert writes(lab, n2.devices) == [errno.EBADE] * 3
-    assert writes(lab, n1.devices) == [0] * 3
+    assert registered(lab, n2.key) == [0] * len(lab.luns)
+    assert registered(lab, n1.key) == [per_lun] * n
+    assert writes(lab, n2.devices) == [errno.EBADE] * n
+    assert writes(lab, n1.devices) == [0] * n
     r = n1.run("status", "node2")
     assert r.rc == 2 and "OFF" in r.out, r
 
     # The fenced node cannot strike back, and nothing changes when it tries.
     r = n2.run("off", "node1")
     assert r.rc == 1 and "not registered" in r.err, r
-    assert registered(lab, n1.key) == [per_lun] * 3
+    assert registered(lab, n1.key) == [per_lun] * n
 
     r = n2.run("on", "node2")
     assert r.rc == 0, r
-    assert registered(lab, n2.key) == [per_lun] * 3
-    assert writes(lab, n2.devices) == [0] * 3
+    assert registered(lab, n2.key) == [per_lun] * n
+    assert writes(lab, n2.devices) == [0] * n
 
 
 def test_refuses_to_fence_itself(pair) -> None:  # type: ignore[no-untyped-def]
@@ -81,7 +83,7 @@ def test_refuses_to_fence_itself(pair) -> None:  # type: ignore[no-untyped-def]
     assert n1.run("on", "node1").rc == 0
     r = n1.run("off", "node1")
     assert r.rc == 1 and "itself" in r.err, r
-    assert registered(lab, KEYS["node1"]) == [n1.paths_per_lun] * 3
+    assert registered(lab, KEYS["node1"]) == [n1.paths_per_lun] * len(lab.luns)
 
 
 def test_fence_with_one_of_the_fencers_paths_down(pair) -> None:  # type: ignore[no-untyped-def]
@@ -98,10 +100,10 @@ def test_fence_with_one_of_the_fencers_paths_down(pair) -> None:  # type: ignore
         if n1.paths_per_lun == 1:
             # The fencer's only path is down: fencing must fail, loudly, naming the device.
             assert r.rc == 1 and any(p.dev in r.err for p in down), r
-            assert registered(lab, n2.key) == [1, 1, 1]
+            assert registered(lab, n2.key) == [1] * len(lab.luns)
         else:
             assert r.rc == 0, r
-            assert registered(lab, n2.key) == [0, 0, 0]
+            assert registered(lab, n2.key) == [0] * len(lab.luns)
     finally:
         for p in down:
             p.set_state("running")
@@ -111,5 +113,5 @@ def test_on_twice_is_a_no_op(pair) -> None:  # type: ignore[no-untyped-def]
     lab, (n1, n2) = pair
     assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
     assert n1.run("on", "node1").rc == 0
-    assert registered(lab, n1.key) == [n1.paths_per_lun] * 3
-    assert registered(lab, n2.key) == [n1.paths_per_lun] * 3
+    assert registered(lab, n1.key) == [n1.paths_per_lun] * len(lab.luns)
+    assert registered(lab, n2.key) == [n1.paths_per_lun] * len(lab.luns)

@@ -187,18 +187,7 @@ class LioLab:
             reload_multipath_map(m, lun.node_paths(node))
 
     def check_paths(self) -> None:
-        """Reinstate dm paths whose disk is running: the job of multipathd's path checker.
-
-        Every PR change raises a unit attention on the other nexuses; dm sends I/O with
-        failfast, so the next I/O fails the path even though the disk is fine.
-        """
-        for names in self.maps.values():
-            for m in names:
-                for majmin, state in dm_path_states(m).items():
-                    disk = os.path.basename(os.path.realpath(f"/sys/dev/block/{majmin}"))
-                    running = Path(f"/sys/block/{disk}/device/state").read_text().strip()
-                    if state == "F" and running == "running":
-                        dm_message(m, f"reinstate_path {majmin}")
+        check_paths(self.maps)
 
     def teardown(self) -> None:
         for node in list(self.maps):
@@ -321,3 +310,27 @@ class ScratchDisk:
         self.target.delete()
         self.so.delete()
         settle()
+
+
+def check_paths(maps: dict[int, list[str]]) -> None:
+    """Reinstate dm paths whose disk is running: the job of multipathd's path checker.
+
+    Every PR change raises a unit attention on the other nexuses; dm sends I/O with
+    failfast, so the next I/O fails the path even though the disk is fine.
+    """
+    for names in maps.values():
+        for m in names:
+            for majmin, state in dm_path_states(m).items():
+                disk = os.path.basename(os.path.realpath(f"/sys/dev/block/{majmin}"))
+                running = Path(f"/sys/block/{disk}/device/state").read_text().strip()
+                if state == "F" and running == "running":
+                    dm_message(m, f"reinstate_path {majmin}")
+
+
+def scsi_generation(dev: str) -> int:
+    """The LU's PR generation: it moves on every registration change (sg3_utils)."""
+    out = sh("sg_persist", "-n", "--in", "--read-keys", dev)
+    for tok in out.replace("=", " ").replace(",", " ").split():
+        if tok.startswith("0x"):
+            return int(tok, 16)
+    raise RuntimeError(f"no PR generation in: {out}")

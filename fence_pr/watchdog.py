@@ -1,0 +1,85 @@
+"""fence_pr_check: the watchdog daemon's test script (like fence_scsi_check).
+
+The watchdog daemon runs every executable in its test directory
+(/etc/watchdog.d) with the argument `test`, and `repair <code>` when a test
+failed.  This check passes only while this node's key is registered on ALL of
+its devices: a node that was fenced, even from one device, fails it and the
+watchdog reboots it before it can write anywhere else.
+
+Exit codes (documented for watchdog(8)): 0 registered everywhere; 1 the key is
+missing on some device, or a device could not be read; 2 configuration error
+(nothing can be checked, so the node is treated as unhealthy by the daemon).
+`repair` always exits 1: a fenced node must be rebooted, not repaired.
+
+Configuration: key=value lines, the same names as the agent's stdin
+(devices=, node_keys=, local_node=, key_value=, corosync_cmap_path=), read
+from $FENCE_PR_CHECK_CONF, else /etc/sysconfig/fence_pr, else
+/etc/default/fence_pr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+CHECK_OK, CHECK_FENCED, CHECK_CONFIG = 0, 1, 2
+CONFIG_PATHS = ("/etc/sysconfig/fence_pr", "/etc/default/fence_pr")
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """key=value lines (shell-style comments allowed) as the agent's `--option` names."""
+    options = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        options["--" + key.strip().replace("-", "_")] = value.strip().strip("\"'")
+    if "--corosync_cmap_path" in options:
+        options["--corosync-cmap-path"] = options.pop("--corosync_cmap_path")
+    return options
+
+
+def config_text() -> str | None:
+    for path in ([os.environ["FENCE_PR_CHECK_CONF"]] if "FENCE_PR_CHECK_CONF" in os.environ
+                 else CONFIG_PATHS):
+        if Path(path).is_file():
+            return Path(path).read_text()
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["repair"]:
+        return CHECK_FENCED
+    # Imported here so `repair` and configuration errors cost nothing.
+    from . import engine
+    from .agent import Refused, make_plan
+    from .keys import CmapError
+
+    text = config_text()
+    if text is None:
+        print("fence_pr_check: no configuration (set FENCE_PR_CHECK_CONF or write "
+              f"{CONFIG_PATHS[0]})", file=sys.stderr)
+        return CHECK_CONFIG
+    options = parse_config(text) | {"--action": "monitor"}
+    try:
+        plan = make_plan(options)
+    except (Refused, ValueError, CmapError) as e:
+        print(f"fence_pr_check: configuration error: {e}", file=sys.stderr)
+        return CHECK_CONFIG
+    reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
+                             plan.deadline)
+    missing = [r.storage.node for r in reports if not r.ok or plan.local_key not in r.keys]
+    if len(reports) < len(plan.devices):
+        missing += [s.node for s in plan.devices[len(reports):]]
+    if missing:
+        print(f"fence_pr_check: key of {plan.local} missing on {', '.join(missing)}: this node "
+              "has been fenced", file=sys.stderr)
+        return CHECK_FENCED
+    return CHECK_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The agent's input checks that come before any device is looked at."""
+
+from __future__ import annotations
+
+import pytest
+
+from fence_pr.agent import Refused, make_plan
+from fence_pr.keys import KeyCollision, KeyFormatError
+
+KEYS = "node1=0x1,node2=0x2"
+
+
+def opts(**kw: str) -> dict[str, str]:
+    base = {"--action": "off", "--node_keys": KEYS, "--local_node": "node1",
+            "--devices": "/dev/does-not-matter"}
+    base.update({f"--{k}": v for k, v in kw.items()})
+    return base
+
+
+@pytest.mark.parametrize(("kw", "exc", "needle"), [
+    ({"plug": "node1"}, Refused, "itself"),
+    ({"action": "validate-all", "plug": "node1"}, Refused, "itself"),
+    ({"plug": "node2", "key": "0x1"}, Refused, "itself"),
+    ({"plug": "node9"}, Refused, "node9"),
+    ({"action": "on", "plug": "node2"}, Refused, "must run on node2"),
+    ({"plug": "node2", "node_keys": "node1=0x1,node2=0x1"}, KeyCollision, "node"),
+    ({"plug": "node2", "node_keys": "node1=0x1,node2=0xzz"}, KeyFormatError, "0xzz"),
+    ({"plug": "node2", "node_keys": "node1=0x1,node2"}, Refused, "name=hexkey"),
+    ({"plug": "node2", "local_node": "node3"}, Refused, "node3"),
+    ({"plug": "node2", "power-timeout": "soon"}, Refused, "power_timeout"),
+])
+def test_refused_before_devices(kw: dict[str, str], exc: type[Exception], needle: str) -> None:
+    with pytest.raises(exc, match=needle):
+        make_plan(opts(**kw))
+
+
+def test_off_needs_a_target() -> None:
+    with pytest.raises(Refused, match="no target"):
+        make_plan(opts())

@@ -1,0 +1,51 @@
+"""Retry policy: what is retried, what stops at once, and the deadline."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fence_pr.errors import DeviceGone, PathFailure, ReservationConflict
+from fence_pr.policies import Deadline, call_with_retry
+
+
+def flaky(failures: list[Exception]):  # type: ignore[no-untyped-def]
+    calls = []
+
+    def fn() -> str:
+        calls.append(1)
+        if failures:
+            raise failures.pop(0)
+        return "done"
+    return fn, calls
+
+
+def test_path_failures_are_retried_until_success() -> None:
+    fn, calls = flaky([PathFailure("p", code=0x10000, op="x", device="d"),
+                       DeviceGone("g", code=-6, op="x", device="d")])
+    assert call_with_retry(Deadline(10), fn) == "done"
+    assert len(calls) == 3
+
+
+def test_reservation_conflict_stops_at_once() -> None:
+    fn, calls = flaky([ReservationConflict("c", code=0x18, op="x", device="d")])
+    with pytest.raises(ReservationConflict):
+        call_with_retry(Deadline(10), fn)
+    assert len(calls) == 1
+
+
+def test_attempts_bound() -> None:
+    fn, calls = flaky([PathFailure("p", code=0x10000, op="x", device="d")] * 10)
+    with pytest.raises(PathFailure):
+        call_with_retry(Deadline(30), fn, attempts=3)
+    assert len(calls) == 3
+
+
+def test_deadline_bounds_retries() -> None:
+    fn, calls = flaky([PathFailure("p", code=0x10000, op="x", device="d")] * 1000)
+    t = time.monotonic()
+    with pytest.raises(PathFailure):
+        call_with_retry(Deadline(0.3), fn, attempts=1000)
+    assert time.monotonic() - t < 2.0
+    assert 1 < len(calls) < 1000
