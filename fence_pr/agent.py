@@ -24,7 +24,7 @@ from fencing import (
     show_docs,
 )
 
-from . import engine
+from . import engine, multipathd
 from .devices import DeviceRefused, Storage, resolve_all, shared_vg_devices
 from .errors import PrError
 from .keys import (
@@ -224,6 +224,20 @@ def _report(reports: list[engine.DeviceReport]) -> bool:
     return ok
 
 
+def hand_key_to_multipathd(plan: Plan, reports: list[engine.DeviceReport]) -> None:
+    """Where multipathd manages a map, it registers paths added later (the kernel never does)."""
+    maps = {r.storage.node.removeprefix("/dev/mapper/"): r for r in reports
+            if r.ok and r.storage.kind == "dm-multipath map"}
+    for name in sorted(maps.keys() & multipathd.managed_maps()):
+        try:
+            multipathd.set_key(name, plan.local_key)
+            logging.info("multipathd will register key %s on new paths of %s",
+                         format_key(plan.local_key), name)
+        except multipathd.MultipathdError as e:
+            maps[name].degraded.append(f"multipathd cannot register later paths: {e}")
+            logging.warning("%s: %s", name, e)
+
+
 def _status(plan: Plan) -> str:
     key = plan.target_key
     assert key is not None
@@ -265,6 +279,7 @@ def run(plan: Plan) -> int:
         if options["--action"] == "on":
             reports = engine.run_all(plan.devices, lambda s: engine.register(
                 s, key, plan.pr_type, plan.deadline), plan.deadline)
+            hand_key_to_multipathd(plan, reports)
         else:
             reports = engine.run_all(plan.devices, lambda s: engine.fence(
                 s, plan.local_key, key, plan.pr_type, plan.deadline), plan.deadline)

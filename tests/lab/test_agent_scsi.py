@@ -42,13 +42,13 @@ def registered(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]
 
 def test_unfence_fence_status_list_rejoin(pair) -> None:  # type: ignore[no-untyped-def]
     lab, (n1, n2) = pair
-    per_lun, n = n1.paths_per_lun, len(lab.luns)
+    per_lun, luns = n1.paths_per_lun, len(lab.luns)
     for n in (n1, n2):
         r = n.run("on", n.name)
         assert r.rc == 0, r
-    assert registered(lab, n1.key) == [per_lun] * n
-    assert registered(lab, n2.key) == [per_lun] * n
-    assert writes(lab, n2.devices) == [0] * n
+    assert registered(lab, n1.key) == [per_lun] * luns
+    assert registered(lab, n2.key) == [per_lun] * luns
+    assert writes(lab, n2.devices) == [0] * luns
 
     r = n1.run("status", "node2")
     assert r.rc == 0 and "ON" in r.out, r
@@ -61,21 +61,21 @@ def test_unfence_fence_status_list_rejoin(pair) -> None:  # type: ignore[no-unty
     r = n1.pacemaker("off", "node2")
     assert r.rc == 0, r
     assert registered(lab, n2.key) == [0] * len(lab.luns)
-    assert registered(lab, n1.key) == [per_lun] * n
-    assert writes(lab, n2.devices) == [errno.EBADE] * n
-    assert writes(lab, n1.devices) == [0] * n
+    assert registered(lab, n1.key) == [per_lun] * luns
+    assert writes(lab, n2.devices) == [errno.EBADE] * luns
+    assert writes(lab, n1.devices) == [0] * luns
     r = n1.run("status", "node2")
     assert r.rc == 2 and "OFF" in r.out, r
 
     # The fenced node cannot strike back, and nothing changes when it tries.
     r = n2.run("off", "node1")
     assert r.rc == 1 and "not registered" in r.err, r
-    assert registered(lab, n1.key) == [per_lun] * n
+    assert registered(lab, n1.key) == [per_lun] * luns
 
     r = n2.run("on", "node2")
     assert r.rc == 0, r
-    assert registered(lab, n2.key) == [per_lun] * n
-    assert writes(lab, n2.devices) == [0] * n
+    assert registered(lab, n2.key) == [per_lun] * luns
+    assert writes(lab, n2.devices) == [0] * luns
 
 
 def test_refuses_to_fence_itself(pair) -> None:  # type: ignore[no-untyped-def]
