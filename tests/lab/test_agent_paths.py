@@ -107,11 +107,32 @@ class MultipathdNode:
         settle()
 
 
+def dm_maps() -> dict[str, tuple[str, str]]:
+    """name -> (uuid, table) of every dm map, to put back what multipathd flushes."""
+    info = sh("dmsetup", "info", "-c", "--noheadings", "-o", "name,uuid", "--separator", " ")
+    out: dict[str, tuple[str, str]] = {}
+    if info.startswith("No devices found"):
+        return out
+    for line in info.splitlines():
+        name, _, uuid = line.strip().partition(" ")
+        if name:
+            out[name] = (uuid, sh("dmsetup", "table", name).strip())
+    return out
+
+
 @pytest.fixture
 def mpathd_node() -> Iterator[MultipathdNode]:
+    """multipathd flushes the lab's hand-made maps over blacklisted paths when it starts:
+    they are recreated afterwards for the tests that follow."""
+    before = dm_maps()
     node = MultipathdNode()
     yield node
     node.teardown()
+    for name, (uuid, table) in before.items():
+        if name not in dm_maps():
+            argv = ["dmsetup", "create", name, "--table", table]
+            sh(*([*argv, "--uuid", uuid] if uuid else argv))
+    settle()
 
 
 def test_multipathd_registers_a_path_added_later(mpathd_node) -> None:  # type: ignore[no-untyped-def]
