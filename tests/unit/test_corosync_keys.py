@@ -1,0 +1,62 @@
+"""Keys derived through a real corosync-cmapctl invocation (a stand-in script printing
+cmap as corosync 3 does), end to end through the agent's option handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fence_pr.agent import Refused, _node_keys
+from fence_pr.keys import KeyCollision, check_unique, corosync_key, fence_scsi_key
+
+CMAP = """\
+totem.cluster_name (str) = hacluster
+nodelist.local_node_pos (u32) = 1
+nodelist.node.0.name (str) = alpha
+nodelist.node.0.nodeid (u32) = 7
+nodelist.node.0.ring0_addr (str) = 192.0.2.7
+nodelist.node.1.name (str) = beta
+nodelist.node.1.nodeid (u32) = 3
+nodelist.node.1.ring0_addr (str) = 192.0.2.3
+"""
+
+
+@pytest.fixture
+def cmapctl(tmp_path: Path) -> str:
+    script = tmp_path / "corosync-cmapctl"
+    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{CMAP}EOF\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_nodeid_keys_follow_node_ids_not_positions(cmapctl: str) -> None:
+    keys, local = _node_keys({"--corosync-cmap-path": cmapctl})
+    assert local == "beta"
+    assert keys == {"alpha": corosync_key("hacluster", 7), "beta": corosync_key("hacluster", 3)}
+    assert keys["alpha"] & 0xFFFFFFFF == 7
+
+
+def test_fence_scsi_id_scheme_uses_positions(cmapctl: str) -> None:
+    keys, _ = _node_keys({"--corosync-cmap-path": cmapctl, "--key_value": "id"})
+    assert keys == {"alpha": fence_scsi_key("hacluster", 0), "beta": fence_scsi_key("hacluster", 1)}
+
+
+def test_broken_cmapctl_is_an_error(tmp_path: Path) -> None:
+    from fence_pr.keys import CmapError
+
+    bad = tmp_path / "cmap"
+    bad.write_text("#!/bin/sh\necho 'Failed to initialize the cmap API' >&2\nexit 1\n")
+    bad.chmod(0o755)
+    with pytest.raises(CmapError, match="cmap API"):
+        _node_keys({"--corosync-cmap-path": str(bad)})
+
+
+def test_explicit_keys_need_name_equals_key() -> None:
+    with pytest.raises(Refused):
+        _node_keys({"--node_keys": "alpha:0x1"})
+
+
+def test_collision_is_named() -> None:
+    with pytest.raises(KeyCollision, match="alpha"):
+        check_unique({"alpha": 5, "beta": 5})
