@@ -255,9 +255,6 @@ def validate(plan: Plan) -> int:
     reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
                              plan.deadline)
     if not _report(reports):
-        for r in reports:
-            if not r.ok:
-                print(f"Failed: {r.message}", file=sys.stderr)
         return EXIT_FAIL
     print(f"validate-all: configuration is valid ({len(plan.devices)} device(s), "
           f"{len(plan.keys)} node key(s), this node is {plan.local})")
@@ -331,17 +328,12 @@ def main() -> None:
             sys.exit(validate(plan))
         sys.exit(run(plan))
     except (Refused, DeviceRefused, KeyFormatError, KeyCollision, KeyDerivationError,
-            CmapError) as e:
+            CmapError, PrError) as e:
         logging.error("Failed: %s", e)
-        print(f"Failed: {e}", file=sys.stderr)
-        sys.exit(EXIT_FAIL)
-    except PrError as e:
-        logging.error("Failed: %s", e)
-        print(f"Failed: {e}", file=sys.stderr)
         sys.exit(EXIT_FAIL)
     except Exception as e:  # a bug must still give Pacemaker a plain failure, not a traceback
         logging.debug("unexpected error", exc_info=True)
-        print(f"Failed: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        logging.error("Failed: internal error: %s: %s", type(e).__name__, e)
         sys.exit(EXIT_FAIL)
 
 

@@ -37,3 +37,12 @@ def test_metadata_declares_unfencing_and_no_reboot() -> None:
     for name in ("devices", "key", "key_value", "port", "plug", "nodename", "logfile",
                  "corosync_cmap_path", "node_keys", "power_timeout"):
         assert f'name="{name}"' in xml, name
+
+
+def test_man_page_renders_from_metadata() -> None:
+    """fence-agents builds man pages from the metadata with fence2man.xsl; so does packaging."""
+    xsl = RNG.parent / "fence2man.xsl"
+    r = subprocess.run(["xsltproc", str(xsl), str(ROOT / "metadata/fence_pr.xml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "fence_pr" in r.stdout and "devices" in r.stdout
