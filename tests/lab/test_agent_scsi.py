@@ -14,7 +14,8 @@ import pytest
 
 from .agentrun import KEYS, Node
 from .io import write_block
-from .topology import check_paths, scsi_keys
+from .iscsi import node_iqn
+from .topology import check_paths, scsi_full_status, scsi_keys
 
 
 @pytest.fixture(params=["dm-tcm_loop", "dm-iscsi", "sd-single-path"])
@@ -115,3 +116,20 @@ def test_on_twice_is_a_no_op(pair) -> None:  # type: ignore[no-untyped-def]
     assert n1.run("on", "node1").rc == 0
     assert registered(lab, n1.key) == [n1.paths_per_lun] * len(lab.luns)
     assert registered(lab, n2.key) == [n1.paths_per_lun] * len(lab.luns)
+
+
+def test_iscsi_relogin_repaired_by_on(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
+    """After an iSCSI logout/login the path is a new, unregistered nexus (fence-agents #517,
+    #529, #558). `on` registers it; the old session's stale entry stays at the target."""
+    lab = clean_iscsi
+    n1 = Node("node1", lab.maps[1])
+    assert n1.run("on", "node1").rc == 0
+    lab.relogin(1, 1)
+    lab.refresh_maps(1)
+    new_isid = lab.isid(1, 1)
+    probe = lab.luns[0].paths[(2, 0)].dev
+    tid = f"{node_iqn(1)},i,{new_isid}"
+    assert tid not in {t for _, t in scsi_full_status(probe)}
+    r = n1.run("on", "node1")
+    assert r.rc == 0, r
+    assert (n1.key, tid) in set(scsi_full_status(probe))
