@@ -186,6 +186,8 @@ def make_plan(options: dict[str, str]) -> Plan:
     if local not in keys:
         raise Refused(f"this node ({local}) has no key: add it to node_keys or set local_node")
     target = options.get("--plug") or options.get("--nodename") or None
+    if action == "on" and not target and not options.get("--key"):
+        target = local  # unfencing by hand on the node itself
     target_key = parse_key(options["--key"]) if options.get("--key") else (
         keys.get(target) if target else None)
     if target and target_key is None:

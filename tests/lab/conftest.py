@@ -18,6 +18,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.lab)
+    # Switching native NVMe multipath reloads nvme_core and rebuilds the target: run those
+    # tests last, so no other test depends on the state they leave.
+    items.sort(key=lambda item: item.get_closest_marker("reloads_nvme_core") is not None)
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 
+import pytest
+
 from .agentrun import Node, Result
 from .conftest import kernel_at_least
 from .io import write_block
@@ -83,6 +85,7 @@ def test_nvme_fencer_with_one_controller_gone(clean_nvme) -> None:  # type: igno
     assert registered(lab, n2.key) == [0] * len(lab.nsids)
 
 
+@pytest.mark.reloads_nvme_core
 def test_native_multipath_head(clean_nvme) -> None:  # type: ignore[no-untyped-def]
     """node1 through a native-multipath head (2 controllers): one registration for the host,
     and the head keeps working with a controller gone."""

@@ -47,6 +47,7 @@ defaults {
     polling_interval 1
 }
 blacklist {
+    devnode "^nvme"
     device {
         vendor "LIO-ORG"
         product "RAMDISK-MCP"

@@ -163,6 +163,7 @@ def test_reconnected_controller_keeps_the_host_registration(clean_nvme) -> None:
     register(lab.dev(1, 1, 1), 0, K1)  # re-registering the same key is harmless
 
 
+@pytest.mark.reloads_nvme_core
 def test_native_multipath_head_registers_once(clean_nvme) -> None:  # type: ignore[no-untyped-def]
     """With nvme_core multipath=Y a host's two controllers share one head per namespace."""
     lab = clean_nvme

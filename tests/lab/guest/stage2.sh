@@ -13,6 +13,7 @@ mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 modprobe configfs 2>/dev/null; mount -t configfs configfs /sys/kernel/config
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mkdir -p "$LAB_PROJECT" && mount --bind /mnt/lab-project "$LAB_PROJECT"
 mkdir -p /run/udev /run/lock /etc/target/pr /etc/target/alua /var/target/pr /var/target/alua
 hostname lab
 ip link set lo up
