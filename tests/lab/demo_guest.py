@@ -53,9 +53,11 @@ def main() -> int:
     r = n1.run("status", "node2")
     say(f"fence_pr -o status -n node2: {r.out.strip()} (exit {r.rc})")
     r = n2.run("on", "node2")
+    lab.check_paths()
+    rejoined = write_block(n2.devices[0])
     say(f"node2 rejoins (fence_pr -o on): exit {r.rc}; "
-        f"write {'ok' if write_block(n2.devices[0]) == 0 else 'FAILED'}")
-    ok = err == errno.EBADE
+        f"write {'ok' if rejoined == 0 else f'FAILED (errno {rejoined})'}")
+    ok = err == errno.EBADE and r.rc == 0 and rejoined == 0
     say("Demo " + ("complete: node2 was cut off the storage and re-admitted." if ok
                    else "FAILED: node2 could still write."))
     return 0 if ok else 1
