@@ -43,7 +43,7 @@ from .keys import (
 from .policies import Deadline
 from .prtypes import PrType
 
-EXIT_OK, EXIT_FAIL, EXIT_OFF = 0, 1, 2
+EXIT_OK, EXIT_FAIL = 0, 1  # status OFF (2) comes from fencing.py's fence_action
 
 DEVICE_OPT = ["no_login", "no_password", "devices", "nodename", "port", "no_port", "key",
               "key_value", "node_keys", "local_node", "reservation_type", "fabric_fencing",

@@ -75,9 +75,6 @@ class Storage:
         """SCSI registers an I_T nexus, so each path needs its own REGISTER; NVMe a host."""
         return self.transport is Transport.SCSI
 
-    def usable_paths(self) -> list[Path]:
-        return [p for p in self.paths if p.usable]
-
     def paths_by_rank(self) -> list[Path]:
         return sorted(self.paths, key=lambda p: p.rank)
 

@@ -39,10 +39,6 @@ class NotRegistered(PrError):
     """This node's own key is absent: it may itself have been fenced, so it must not fence."""
 
 
-class DeadlineExceeded(PrError):
-    """The device did not answer within the fencer's timeout."""
-
-
 @dataclass
 class DeviceReport:
     """What happened on one device; `degraded` lists paths left without a registration."""
@@ -91,22 +87,23 @@ def _first_path(storage: Storage, deadline: Deadline, fn: Callable[[Path], T]) -
     return call_with_retry(deadline, sweep)
 
 
-def read_keys(storage: Storage, deadline: Deadline) -> KeyList:
+def _read(storage: Storage, deadline: Deadline,
+          reader: Callable[..., T]) -> T:
+    """A read-only query answered by the first path that works."""
     nvme = storage.transport is Transport.NVME
 
-    def read(path: Path) -> KeyList:
+    def read(path: Path) -> T:
         with _opened(path, write=False) as fd:
-            return prread.read_keys(fd, nvme=nvme, device=path.node)
+            return reader(fd, nvme=nvme, device=path.node)
     return _first_path(storage, deadline, read)
+
+
+def read_keys(storage: Storage, deadline: Deadline) -> KeyList:
+    return _read(storage, deadline, prread.read_keys)
 
 
 def read_reservation(storage: Storage, deadline: Deadline) -> Reservation:
-    nvme = storage.transport is Transport.NVME
-
-    def read(path: Path) -> Reservation:
-        with _opened(path, write=False) as fd:
-            return prread.read_reservation(fd, nvme=nvme, device=path.node)
-    return _first_path(storage, deadline, read)
+    return _read(storage, deadline, prread.read_reservation)
 
 
 def expected_count(storage: Storage, registered_paths: int) -> int:

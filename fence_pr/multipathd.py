@@ -51,8 +51,3 @@ def set_key(map_name: str, key: int) -> None:
         raise MultipathdError(f"setprkey refused for {map_name}: {answer}; multipath.conf "
                               "needs `reservation_key file`")
     _ask("setprstatus", "map", map_name)
-
-
-def unset_key(map_name: str) -> None:
-    _ask("unsetprstatus", "map", map_name)
-    _ask("unsetprkey", "map", map_name)

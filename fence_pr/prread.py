@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 from . import nvme_passthru, prh, sgio
 from .errors import NotSupported
@@ -27,19 +29,25 @@ def _note_fallback(device: str, why: str) -> None:
         _fallback_logged = True
 
 
-def read_keys(fd: int, *, nvme: bool, device: str) -> KeyList:
+T = TypeVar("T")
+
+
+def _read(fd: int, device: str, ioctl: Callable[..., T], fallback: Callable[..., T],
+          ioctl_name: str) -> T:
     if not FORCE_FALLBACK:
         try:
-            return prh.read_keys(fd, device=device)
+            return ioctl(fd, device=device)
         except NotSupported as e:
-            _note_fallback(device, f"kernel lacks IOC_PR_READ_KEYS ({e})")
-    return (nvme_passthru.read_keys if nvme else sgio.read_keys)(fd, device=device)
+            _note_fallback(device, f"kernel lacks {ioctl_name} ({e})")
+    return fallback(fd, device=device)
+
+
+def read_keys(fd: int, *, nvme: bool, device: str) -> KeyList:
+    return _read(fd, device, prh.read_keys,
+                 nvme_passthru.read_keys if nvme else sgio.read_keys, "IOC_PR_READ_KEYS")
 
 
 def read_reservation(fd: int, *, nvme: bool, device: str) -> Reservation:
-    if not FORCE_FALLBACK:
-        try:
-            return prh.read_reservation(fd, device=device)
-        except NotSupported as e:
-            _note_fallback(device, f"kernel lacks IOC_PR_READ_RESERVATION ({e})")
-    return (nvme_passthru.read_reservation if nvme else sgio.read_reservation)(fd, device=device)
+    return _read(fd, device, prh.read_reservation,
+                 nvme_passthru.read_reservation if nvme else sgio.read_reservation,
+                 "IOC_PR_READ_RESERVATION")

@@ -22,7 +22,7 @@ import rtslib_fb as rts
 from .topology import (
     ScsiLun,
     ScsiPath,
-    create_multipath_map,
+    create_node_maps,
     modprobe,
     reload_multipath_map,
     settle,
@@ -150,16 +150,9 @@ class IscsiLab:
         return f"0x00023d{int(sdir.name.removeprefix('session')):06x}"
 
     def make_maps(self, node: int, features: str = "0") -> list[str]:
-        """One dm-multipath map per LUN over `node`'s sessions (named i<node>-lun<i>)."""
-        names = []
-        for lun in self.luns:
-            name = f"i{node}-lun{lun.index}"
-            create_multipath_map(name, lun.node_paths(node), features=features,
-                                 uuid=f"mpath-{lun.wwid[4:]}-i{node}")
-            names.append(f"/dev/mapper/{name}")
-        settle()
-        self.maps[node] = names
-        return names
+        """One dm-multipath map per LUN over `node`'s sessions (i<node>-lun<i>)."""
+        self.maps[node] = create_node_maps(self.luns, node, "i", features)
+        return self.maps[node]
 
     def refresh_maps(self, node: int) -> None:
         """Reload `node`'s maps whose devices are not its current sessions' (after a re-login)."""

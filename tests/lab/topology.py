@@ -150,16 +150,9 @@ class LioLab:
             self.luns[idx].paths[(node, path)] = ScsiPath(dev, node, path, host)
 
     def make_maps(self, node: int, features: str = "0") -> list[str]:
-        """One dm-multipath map per LUN over `node`'s paths, like multipathd would."""
-        names = []
-        for lun in self.luns:
-            name = f"n{node}-lun{lun.index}"
-            create_multipath_map(name, lun.node_paths(node), features=features,
-                                 uuid=f"mpath-{lun.wwid[4:]}-n{node}")
-            names.append(f"/dev/mapper/{name}")
-        settle()
-        self.maps[node] = names
-        return names
+        """One dm-multipath map per LUN over `node`'s paths (n<node>-lun<i>)."""
+        self.maps[node] = create_node_maps(self.luns, node, "n", features)
+        return self.maps[node]
 
     def add_path_to_maps(self, node: int) -> int:
         """A path that appears after registration: new nexus, reloaded into `node`'s maps.
@@ -198,6 +191,22 @@ class LioLab:
         for lun in self.luns:
             lun.so.delete()
         settle()
+
+
+def create_node_maps(luns: list[ScsiLun], node: int, prefix: str, features: str) -> list[str]:
+    """One map per LUN over `node`'s paths, as multipathd would make on that node.
+
+    dm uuids are unique per kernel, so the lab's carry the node as a suffix; fence_pr takes
+    a map's WWID from its paths, not from the uuid.
+    """
+    names = []
+    for lun in luns:
+        name = f"{prefix}{node}-lun{lun.index}"
+        create_multipath_map(name, lun.node_paths(node), features=features,
+                             uuid=f"mpath-{lun.wwid[4:]}-{prefix}{node}")
+        names.append(f"/dev/mapper/{name}")
+    settle()
+    return names
 
 
 def create_multipath_map(name: str, paths: list[ScsiPath], *, features: str = "0",
