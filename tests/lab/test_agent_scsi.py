@@ -105,6 +105,12 @@ def test_fence_with_one_of_the_fencers_paths_down(pair) -> None:  # type: ignore
         else:
             assert r.rc == 0, r
             assert registered(lab, n2.key) == [0] * len(lab.luns)
+            r = n1.run("status", "node2")
+            assert r.rc == 2 and "OFF" in r.out, r
+            r = n1.run("list-status")
+            assert r.rc == 0 and "node2" in r.out, r
+            r = n1.run("on", "node1")  # unfencing with a path down: done, path reported
+            assert r.rc == 0 and "degraded" in r.err, r
     finally:
         for p in down:
             p.set_state("running")
