@@ -196,8 +196,7 @@ def check(storage: Storage, key: int, deadline: Deadline) -> DeviceReport:
     want = expected_count(storage, len(storage.paths))
     # A path dm failed while its disk runs is multipathd's business (unit attentions from
     # PR changes do that); a disk that is not running cannot carry our registration.
-    degraded = [f"{p.node}: {p.why_not}" for p in storage.paths
-                if not p.usable and p.why_not.startswith("SCSI state")]
+    degraded = [f"{p.node}: {p.why_not}" for p in storage.paths if not p.disk_running]
     if have < want:
         degraded.append(f"key {format_key(key)} registered on {have} of {want} path(s); "
                         "run `on` to register the missing paths")
