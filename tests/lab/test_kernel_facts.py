@@ -10,8 +10,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
 import subprocess
-import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -160,12 +162,20 @@ print("registered")
 def test_unprivileged_writer_may_register(clean_lio) -> None:  # type: ignore[no-untyped-def]
     """No capabilities at all, but a write-open descriptor: the "out" ioctls are allowed."""
     dev = clean_lio.luns[2].paths[(1, 1)].dev
+    # The checkout may sit in a directory only root can enter (mktemp -d): give the
+    # unprivileged process its own world-readable copy of the package.
+    root = tempfile.mkdtemp()
+    shutil.copytree(Path(prh.__file__).parent, Path(root) / "fence_pr")
+    for d, _, files in os.walk(root):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o644)
     os.chmod(dev, 0o666)
     try:
-        code = UNPRIV.format(root=os.getcwd(), key=K2)
+        code = UNPRIV.format(root=root, key=K2)
         r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                            "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-c", code,
-                            dev], capture_output=True, text=True)
+                            "--inh-caps=-all", "--bounding-set=-all", "/usr/bin/python3",
+                            "-c", code, dev], capture_output=True, text=True)
     finally:
         os.chmod(dev, 0o660)
     assert r.returncode == 0, r.stderr
