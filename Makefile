@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := qemu-system-x86 busybox-static cpio kmod file gzip xz-utils iproute2 \
 	open-iscsi sg3-utils nvme-cli udev multipath-tools lvm2 libcap2-bin \
-	fdisk python3-venv python3-rtslib-fb python3-pyudev fence-agents libxml2-utils xsltproc
+	fdisk python3-venv python3-rtslib-fb python3-pyudev fence-agents libxml2-utils xsltproc \
+	corosync pacemaker pacemaker-cli-utils pcs crmsh
 LAB_KERNELS ?= 7.3 6.12
 
 .PHONY: setup packages venv kernels test unit lint lab demo bench clean
