@@ -6,9 +6,12 @@ SYSTEM_PACKAGES := qemu-system-x86 busybox-static cpio kmod file gzip xz-utils i
 	open-iscsi sg3-utils nvme-cli udev multipath-tools lvm2 libcap2-bin \
 	fdisk python3-venv python3-rtslib-fb python3-pyudev fence-agents libxml2-utils xsltproc \
 	corosync pacemaker pacemaker-cli-utils pcs crmsh
+# The Debian package build (packaging/build-deb) and the RPM spec check (rpmspec -P).
+SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
+	python3-tenacity rpm
 LAB_KERNELS ?= 7.3 6.12
 
-.PHONY: setup packages venv kernels test unit lint lab demo bench clean
+.PHONY: setup packages venv kernels test unit lint lab demo bench package clean
 
 setup: packages venv kernels
 
@@ -51,6 +54,10 @@ demo: setup
 
 bench: setup
 	$(PY) -m tests.lab.bench
+
+# The .deb in build/deb (`make unit` builds and checks one in a temporary directory).
+package: packages
+	packaging/build-deb build/deb
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,12 +7,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_before_delay,
     wait_exponential,
 )
+from tenacity.stop import stop_base
 
 from .errors import TRANSIENT
 
@@ -33,13 +34,29 @@ class Deadline:
         return self.remaining() <= 0
 
 
+BACKOFF = wait_exponential(multiplier=0.05, max=1.0)
+
+
+class StopBeforeDeadline(stop_base):
+    """Stop rather than start a backoff sleep that would end past the deadline.
+
+    tenacity's own stop_before_delay is 8.3+; Debian 12 ships 8.2.1. The backoff depends
+    only on the attempt number, so the next sleep can be computed here."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return BACKOFF(retry_state) >= self.deadline.remaining()
+
+
 def retry_transient(deadline: Deadline, attempts: int = 8) -> Retrying:
     """Retry path failures, ENODEV/ENXIO and EAGAIN with backoff; a reservation conflict,
     I/O error or refusal is final at once.  Never past the deadline."""
     return Retrying(
         retry=retry_if_exception_type(TRANSIENT),
-        stop=stop_after_attempt(attempts) | stop_before_delay(max(deadline.remaining(), 0.01)),
-        wait=wait_exponential(multiplier=0.05, max=1.0),
+        stop=stop_after_attempt(attempts) | StopBeforeDeadline(deadline),
+        wait=BACKOFF,
         reraise=True,
     )
 
