@@ -71,12 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         return CHECK_CONFIG
     reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
                              plan.deadline)
-    missing = [r.storage.node for r in reports if not r.ok or plan.local_key not in r.keys]
-    if len(reports) < len(plan.devices):
-        missing += [s.node for s in plan.devices[len(reports):]]
-    if missing:
-        print(f"fence_pr_check: key of {plan.local} missing on {', '.join(missing)}: this node "
-              "has been fenced", file=sys.stderr)
+    missing = [r.storage.node for r in reports if r.ok and plan.local_key not in r.keys]
+    problems = [f"key of {plan.local} missing on {', '.join(missing)}"] if missing else []
+    problems += [f"{r.storage.node} unreadable ({r.message})" for r in reports if not r.ok]
+    if len(reports) < len(plan.devices):  # the first device failed: the rest were not read
+        problems.append("not checked: " + ", ".join(s.node for s in plan.devices[len(reports):]))
+    if problems:
+        print(f"fence_pr_check: {'; '.join(problems)}: this node has been fenced or has lost "
+              "its shared storage", file=sys.stderr)
         return CHECK_FENCED
     return CHECK_OK
 
