@@ -157,7 +157,8 @@ def _node_keys(options: dict[str, str]) -> tuple[dict[str, int], str | None]:
         return keys, None
     path = options.get("--corosync-cmap-path", "corosync-cmapctl")
     cluster = load_cluster_info(lambda: run_cmapctl(path))
-    scheme = KeyScheme(options.get("--key_value", "nodeid"))
+    # fencing.py upper-cases the value of every option that has "choices".
+    scheme = KeyScheme(options.get("--key_value", "nodeid").lower())
     keys = {n.name: derive_key(scheme, cluster, n.name) for n in cluster.nodes if n.name}
     local = cluster.local()
     return keys, local.name if local else None

@@ -60,3 +60,12 @@ def test_explicit_keys_need_name_equals_key() -> None:
 def test_collision_is_named() -> None:
     with pytest.raises(KeyCollision, match="alpha"):
         check_unique({"alpha": 5, "beta": 5})
+
+
+@pytest.mark.parametrize("value", ["NODEID", "ID", "HASH"])
+def test_key_value_as_fencing_py_leaves_it(cmapctl: str, value: str) -> None:
+    """fencing.py's check_input upper-cases every option that has "choices" (as under
+    pacemaker-fenced, where key_value gets its default): the scheme must still be found."""
+    keys, _ = _node_keys({"--corosync-cmap-path": cmapctl, "--key_value": value})
+    assert keys == _node_keys({"--corosync-cmap-path": cmapctl,
+                               "--key_value": value.lower()})[0]
