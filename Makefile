@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := qemu-system-x86 busybox-static cpio kmod file gzip xz-utils iproute2 \
-	open-iscsi sg3-utils nvme-cli udev multipath-tools lvm2 libcap2-bin \
+	open-iscsi sg3-utils nvme-cli udev multipath-tools lvm2 lvm2-lockd libcap2-bin \
 	fdisk python3-venv python3-rtslib-fb python3-pyudev fence-agents libxml2-utils xsltproc \
 	corosync pacemaker pacemaker-cli-utils pcs crmsh
 # The Debian package build (packaging/build-deb) and the RPM spec check (rpmspec -P).

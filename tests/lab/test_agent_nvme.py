@@ -108,3 +108,58 @@ def test_native_multipath_head(clean_nvme) -> None:  # type: ignore[no-untyped-d
     r = n1.run("on", "node1")
     assert r.rc == 0, r
     assert [nvme_keys(h).count(n1.key) for h in heads] == [1] * len(heads)
+
+
+@pytest.mark.reloads_nvme_core
+def test_fence_cycle_through_native_multipath_heads(clean_nvme) -> None:  # type: ignore[no-untyped-def]
+    """on / off / status / list / on again, every node through its own multipath head.
+
+    One kernel cannot hold two hosts' controllers apart under one head (a head takes every
+    controller of the subsystem), so the nodes take turns: node2 registers through its head,
+    its controllers go away (the registration stays at the target, it belongs to the host),
+    node1 connects and fences it through node1's head, then node2 comes back and is refused.
+    """
+    lab = clean_nvme
+    lab.set_multipath(True, nodes=(2,))
+    if not NVMET_RESV:
+        assert_unsupported(Node("node2", heads_of(lab, 2)))
+        return
+    n2 = Node("node2", heads_of(lab, 2))
+    r = n2.run("on", "node2")
+    assert r.rc == 0, r
+    swap_nodes(lab, gone=2, back=1)
+    n1 = Node("node1", heads_of(lab, 1))
+    assert n1.run("on", "node1").rc == 0
+    assert [sorted(nvme_keys(h)) for h in n1.devices] == [sorted([n1.key, n2.key])] * 2
+    r = n1.run("list")
+    assert r.rc == 0 and "node1" in r.out and "node2" in r.out, r
+    assert n1.run("monitor").rc == 0
+    lab.delete_controller(1, 0)  # the fencer with one path down
+    r = n1.pacemaker("off", "node2")
+    assert r.rc == 0, r
+    assert [nvme_keys(h) for h in n1.devices] == [[n1.key]] * 2
+    r = n1.run("status", "node2")
+    assert r.rc == 2 and "OFF" in r.out, r
+    assert [write_block(h) for h in n1.devices] == [0, 0]
+
+    swap_nodes(lab, gone=1, back=2)
+    n2 = Node("node2", heads_of(lab, 2))
+    assert [write_block(h) for h in n2.devices] == [errno.EBADE] * 2
+    r = n2.run("off", "node1")
+    assert r.rc == 1 and "not registered" in r.err, r
+    r = n2.run("on", "node2")
+    assert r.rc == 0, r
+    assert [write_block(h) for h in n2.devices] == [0, 0]
+
+
+def heads_of(lab, node: int) -> list[str]:  # type: ignore[no-untyped-def]
+    path = min(p for (n, p) in lab.ctrls if n == node)
+    return sorted({lab.dev(node, path, nsid) for nsid in lab.nsids})
+
+
+def swap_nodes(lab, gone: int, back: int) -> None:  # type: ignore[no-untyped-def]
+    for (n, p) in list(lab.ctrls):
+        if n == gone:
+            lab.delete_controller(n, p)
+    for p in range(lab.paths):
+        lab.connect(back, p)
