@@ -40,6 +40,7 @@ from .keys import (
     parse_key,
     run_cmapctl,
 )
+from .lock import LockTimeout, node_lock
 from .policies import Deadline
 from .prtypes import PrType
 
@@ -264,7 +265,19 @@ def validate(plan: Plan) -> int:
     return EXIT_OK
 
 
+# A second run waits for the first at most this share of its budget, keeping the rest for
+# its own work.
+LOCK_WAIT_SHARE = 0.5
+
+
 def run(plan: Plan) -> int:
+    if plan.action in ("on", "off", "reboot"):
+        with node_lock(plan.deadline.remaining() * LOCK_WAIT_SHARE):
+            return _run(plan)
+    return _run(plan)
+
+
+def _run(plan: Plan) -> int:
     if plan.action == "monitor":
         reports = engine.run_all(plan.devices, lambda s: engine.check(
             s, plan.local_key, plan.deadline), plan.deadline)
@@ -331,7 +344,7 @@ def main() -> None:
             sys.exit(validate(plan))
         sys.exit(run(plan))
     except (Refused, DeviceRefused, KeyFormatError, KeyCollision, KeyDerivationError,
-            CmapError, PrError) as e:
+            CmapError, PrError, LockTimeout) as e:
         logging.error("Failed: %s", e)
         sys.exit(EXIT_FAIL)
     except Exception as e:  # a bug must still give Pacemaker a plain failure, not a traceback

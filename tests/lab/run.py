@@ -21,7 +21,9 @@ def main() -> int:
            f"-o console_output_style=classic {args}")
     print(f"[lab] booting kernel {a.kernel}: {cmd}", flush=True)
     try:
-        r = run(cmd, kernel=a.kernel, stream=True, env={"LAB_KERNEL": a.kernel,
+        # FENCE_PR_* (e.g. make reliability's sample sizes) reach the guest's tests.
+        env = {k: v for k, v in os.environ.items() if k.startswith("FENCE_PR_")}
+        r = run(cmd, kernel=a.kernel, stream=True, env={**env, "LAB_KERNEL": a.kernel,
                                                         "CI": os.environ.get("CI", "")})
     except LabError as e:
         print(f"[lab] FAILED: {e}", file=sys.stderr)
