@@ -50,11 +50,29 @@ class DeviceReport:
     keys: list[int] = field(default_factory=list)
 
 
+CAP_SYS_ADMIN = 21
+
+
+@functools.cache
+def _write_mode() -> int:
+    """How to open a disk for a PR "out" command.
+
+    The kernel lets CAP_SYS_ADMIN send them on any descriptor and everyone else only on one
+    opened for writing (Linux 6.5+). Read-only whenever allowed: closing a write-opened disk
+    makes udev rescan it (blkid reads the disk: SCSI commands and CPU for every device fenced).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return os.O_RDWR
+    return os.O_RDONLY if eff >> CAP_SYS_ADMIN & 1 else os.O_RDWR
+
+
 @contextmanager
 def _opened(path: Path, *, write: bool) -> Iterator[int]:
-    # Read-only when only reading: closing a write-opened disk makes udev rescan it.
     try:
-        fd = os.open(path.node, (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC)
+        fd = os.open(path.node, (_write_mode() if write else os.O_RDONLY) | os.O_CLOEXEC)
     except OSError as e:
         raise exception_for(-(e.errno or errno.EIO), op="open", device=path.node) from None
     try:
@@ -141,7 +159,8 @@ def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) ->
     if not done:
         return DeviceReport(storage, False, "no path could be registered: " + "; ".join(degraded),
                             degraded)
-    if not read_reservation(storage, deadline).held:
+    reserved = read_reservation(storage, deadline).held
+    if not reserved:
         try:
             _on_path(done[0], lambda fd: prh.reserve(fd, key, pr_type, device=done[0].node),
                      write=True)
@@ -155,29 +174,45 @@ def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) ->
     if have == 0:
         return DeviceReport(storage, False, f"key {format_key(key)} missing after REGISTER",
                             degraded, keys)
-    if not read_reservation(storage, deadline).held:
+    # Read back only what this run changed: a reservation held before REGISTER still is.
+    if not reserved and not read_reservation(storage, deadline).held:
         return DeviceReport(storage, False, "no reservation held after RESERVE", degraded, keys)
     msg = f"registered on {len(done)} of {len(storage.paths)} path(s)"
     return DeviceReport(storage, True, msg, degraded, keys)
 
 
+def _not_registered(storage: Storage, my_key: int) -> NotRegistered:
+    return NotRegistered(
+        f"{storage}: this node's key {format_key(my_key)} is not registered; it may have "
+        "been fenced itself. Refusing to fence; run `on` (unfence) once this node is healthy",
+        code=-errno.EPERM, op="preempt-abort", device=storage.node)
+
+
 def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
           deadline: Deadline) -> DeviceReport:
-    """PREEMPT AND ABORT `victim` with our own key, on a path device so the abort is real."""
-    keys = read_keys(storage, deadline).keys
-    if my_key not in keys:
-        raise NotRegistered(
-            f"{storage}: this node's key {format_key(my_key)} is not registered; it may have "
-            "been fenced itself. Refusing to fence; run `on` (unfence) once this node is healthy",
-            code=-errno.EPERM, op="preempt-abort", device=storage.node)
-    if victim in keys:
-        def preempt(path: Path) -> None:
-            # LIO's tcm_loop wedges on PREEMPT AND ABORT: plain PREEMPT there.
-            _on_path(path, lambda fd: prh.preempt(fd, my_key, victim, pr_type,
-                                                  abort=not path.abort_unsafe,
-                                                  device=path.node), write=True)
+    """PREEMPT AND ABORT `victim` with our own key, on a path device so the abort is real.
+
+    Three commands per device: PREEMPT, READ KEYS, READ RESERVATION. The PREEMPT goes
+    first: the target answers RESERVATION CONFLICT (and changes nothing) when this node is
+    not registered, so only then are the keys read to say why -- a node that was itself
+    fenced refuses, a victim already gone is fine.
+    """
+    def preempt(path: Path) -> None:
+        # LIO's tcm_loop wedges on PREEMPT AND ABORT: plain PREEMPT there.
+        _on_path(path, lambda fd: prh.preempt(fd, my_key, victim, pr_type,
+                                              abort=not path.abort_unsafe,
+                                              device=path.node), write=True)
+    keys: list[int] | None = None
+    try:
         _first_path(storage, deadline, preempt)
-    keys = read_keys(storage, deadline).keys
+    except ReservationConflict:
+        keys = read_keys(storage, deadline).keys
+        if my_key not in keys:
+            raise _not_registered(storage, my_key) from None
+        if victim in keys:
+            raise
+    if keys is None:
+        keys = read_keys(storage, deadline).keys
     if victim in keys:
         return DeviceReport(storage, False, f"key {format_key(victim)} still registered after "
                             "PREEMPT AND ABORT", keys=keys)

@@ -321,18 +321,41 @@ class ScratchDisk:
         settle()
 
 
+def take_unit_attention(dev: str) -> None:
+    """One O_DIRECT read on the sd device itself, as multipathd's TUR checker would send:
+    sd retries a unit attention (dm's failfast I/O does not), so it is consumed here."""
+    import mmap
+
+    buf = mmap.mmap(-1, 4096)
+    try:
+        fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+        try:
+            os.readv(fd, [buf])
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    finally:
+        buf.close()
+
+
 def check_paths(maps: dict[int, list[str]]) -> None:
     """Reinstate dm paths whose disk is running: the job of multipathd's path checker.
 
     Every PR change raises a unit attention on the other nexuses; dm sends I/O with
-    failfast, so the next I/O fails the path even though the disk is fine.
+    failfast, so the next I/O fails the path even though the disk is fine. Like the
+    checker's TUR, a read on each running path takes the pending unit attention first,
+    so the next I/O through the map does not fail the path again.
     """
     for names in maps.values():
         for m in names:
             for majmin, state in dm_path_states(m).items():
                 disk = os.path.basename(os.path.realpath(f"/sys/dev/block/{majmin}"))
                 running = Path(f"/sys/block/{disk}/device/state").read_text().strip()
-                if state == "F" and running == "running":
+                if running != "running":
+                    continue
+                take_unit_attention(f"/dev/{disk}")
+                if state == "F":
                     dm_message(m, f"reinstate_path {majmin}")
 
 
