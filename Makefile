@@ -11,7 +11,7 @@ SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all pyth
 	python3-tenacity rpm
 LAB_KERNELS ?= 7.3 6.12
 
-.PHONY: setup packages venv kernels test unit lint lab demo bench package clean
+.PHONY: setup packages venv kernels test unit lint lab demo bench package reliability clean
 
 setup: packages venv kernels
 
@@ -54,6 +54,12 @@ demo: setup
 
 bench: setup
 	$(PY) -m tests.lab.bench
+
+# The full-size reliability runs (CI runs the same tests with small samples).
+reliability: setup
+	FENCE_PR_BAD_INPUTS=10000 $(PY) -m pytest -q tests/unit/test_bad_input.py
+	FENCE_PR_RACES=200 FENCE_PR_LAB_BAD_INPUTS=1000 $(PY) -m tests.lab.run --kernel 7.3 \
+		tests/lab/test_reliability.py tests/lab/test_bad_input.py
 
 # The .deb in build/deb (`make unit` builds and checks one in a temporary directory).
 package: packages

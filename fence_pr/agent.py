@@ -8,7 +8,9 @@ words and exit codes Pacemaker expects (0 ok, 1 failure, 2 status OFF).
 from __future__ import annotations
 
 import atexit
+import io
 import logging
+import os
 import socket
 import sys
 from dataclasses import dataclass
@@ -283,7 +285,11 @@ def _run(plan: Plan) -> int:
             s, plan.local_key, plan.deadline), plan.deadline)
         return EXIT_OK if _report(reports) and all(not r.degraded for r in reports) else EXIT_FAIL
 
-    def get_power_status(_conn: object, _options: dict[str, str]) -> str:
+    def get_power_status(_conn: object, options: dict[str, str]) -> str:
+        if options["--action"] == "off":
+            # fencing.py asks before `off`; engine.fence finds a victim already gone by
+            # itself, so this read would only add a command per device.
+            return "on"
         return _status(plan)
 
     def set_power_status(_conn: object, options: dict[str, str]) -> None:
@@ -309,15 +315,32 @@ def _run(plan: Plan) -> int:
             out[plan.name_of(k)] = (format_key(k), "on")
         return out
 
+    def sync_set_power_status(conn: object, options: dict[str, str]) -> bool:
+        # The engine verifies every device by reading its keys back; fencing.py's own
+        # check afterwards (status, power_wait) would only repeat that read.
+        set_power_status(conn, options)
+        return True
+
     # fence_action returns None for list/list-status.
-    rc = fence_action(None, dict(OPTIONS), set_power_status, get_power_status, get_list)
+    rc = fence_action(None, dict(OPTIONS), None, get_power_status, get_list,
+                      sync_set_power_fn=sync_set_power_status)
     return int(rc or EXIT_OK)
 
 
 OPTIONS: dict[str, str] = {}
 
 
+def _valid_text() -> None:
+    """Bytes that are not UTF-8 become U+FFFD before fencing.py sees them: it logs bad
+    values to syslog, which cannot encode Python's surrogate escapes (a traceback).  The
+    replaced value is then refused like any other unknown one."""
+    sys.argv = [os.fsencode(a).decode("utf-8", "replace") for a in sys.argv]
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="replace")
+
+
 def main() -> None:
+    _valid_text()
     atexit.register(atexit_handler)
     define_options()
     all_opt["port"]["help"] = "-n, --plug=[nodename]          Name of the node to be fenced"

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 LOCK_PATH = "/run/lock/fence_pr.lock"
+# Where /run/lock is missing (a minimal container); every fence_pr then uses this one.
+FALLBACK_PATH = "/tmp/fence_pr.lock"
 POLL_S = 0.05
 
 
@@ -24,7 +26,10 @@ class LockTimeout(Exception):
 
 @contextmanager
 def node_lock(wait_s: float, path: str = LOCK_PATH) -> Iterator[None]:
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        fd = os.open(FALLBACK_PATH, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         end = time.monotonic() + wait_s
         while True:

@@ -53,3 +53,8 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path) -> None:  # type: ignore
     p.wait()
     with node_lock(0.5, path):
         pass
+
+
+def test_missing_lock_directory_falls_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with node_lock(0.5, str(tmp_path / "no-such-dir" / "lock")):
+        pass
