@@ -207,6 +207,10 @@ def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
         _first_path(storage, deadline, preempt)
     except ReservationConflict:
         keys = read_keys(storage, deadline).keys
+        if victim not in keys and my_key not in keys:
+            # Already off here, as a status check first would have said; nothing to repair.
+            return DeviceReport(storage, True, f"key {format_key(victim)} not registered",
+                                keys=keys)
         if my_key not in keys:
             raise _not_registered(storage, my_key) from None
         if victim in keys:

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
-from tenacity.stop import stop_base
+# tenacity imports tornado whenever it is installed, for a coroutine retrier fence_pr never
+# uses: a quarter of the agent's start-up. Hidden for that one import.
+_HIDE_TORNADO = "tornado" not in sys.modules
+if _HIDE_TORNADO:
+    sys.modules["tornado"] = None  # type: ignore[assignment]
+try:
+    from tenacity import (
+        RetryCallState,
+        Retrying,
+        retry_if_exception_type,
+        stop_after_attempt,
+        wait_exponential,
+    )
+    from tenacity.stop import stop_base
+finally:
+    if _HIDE_TORNADO:
+        del sys.modules["tornado"]
 
-from .errors import TRANSIENT
+from .errors import TRANSIENT  # noqa: E402
 
 T = TypeVar("T")
 

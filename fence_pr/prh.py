@@ -198,14 +198,19 @@ def clear(fd: int, key: int, *, device: str | None = None) -> None:
     _submit(fd, IOC_PR_CLEAR, pr_clear(key, 0, 0), op="clear", device=device)
 
 
+# 2 nodes x 8 paths fit 4 times over: the first READ KEYS is almost always the only one.
+FIRST_READ_KEYS = 64
+
+
 def read_keys(fd: int, *, device: str | None = None) -> KeyList:
     """Registered keys (Linux 6.19+; NotSupported on older kernels).
 
-    Asks for the count first, then for that many keys, and asks again if registrations were
-    added in between, so the list is never silently short.
+    Asks for room for FIRST_READ_KEYS keys (one command for any usual cluster), and again
+    with room for the count the device reported if that was more, so the list is never
+    silently short.
     """
     op = "read keys"
-    want = 0
+    want = FIRST_READ_KEYS
     for _ in range(_READ_KEYS_ATTEMPTS):
         array = (ctypes.c_uint64 * max(want, 1))()
         arg = pr_read_keys(0, want, ctypes.addressof(array) if want else 0)

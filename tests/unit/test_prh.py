@@ -154,31 +154,40 @@ class FakeKeys:
         return 0
 
 
-def test_read_keys_sizes_then_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_keys_one_call_when_they_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeKeys([[0xA, 0xB, 0xA]])
     monkeypatch.setattr(_ioctl, "call", fake)
     result = prh.read_keys(3)
     assert result.keys == [0xA, 0xB, 0xA]
     assert result.generation == 7
-    assert fake.requests == [0, 3]
+    assert fake.requests == [prh.FIRST_READ_KEYS]
+
+
+def test_read_keys_sizes_then_reads_when_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    many = list(range(1, prh.FIRST_READ_KEYS + 6))
+    fake = FakeKeys([many])
+    monkeypatch.setattr(_ioctl, "call", fake)
+    assert prh.read_keys(3).keys == many
+    assert fake.requests == [prh.FIRST_READ_KEYS, len(many)]
 
 
 def test_read_keys_empty_needs_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeKeys([[]])
     monkeypatch.setattr(_ioctl, "call", fake)
     assert prh.read_keys(3).keys == []
-    assert fake.requests == [0]
+    assert fake.requests == [prh.FIRST_READ_KEYS]
 
 
 def test_read_keys_retries_when_count_grows(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeKeys([[1, 2], [1, 2, 3], [1, 2, 3]])
+    n = prh.FIRST_READ_KEYS
+    fake = FakeKeys([list(range(1, n + 2)), list(range(1, n + 3)), list(range(1, n + 3))])
     monkeypatch.setattr(_ioctl, "call", fake)
-    assert prh.read_keys(3).keys == [1, 2, 3]
-    assert fake.requests == [0, 2, 3]
+    assert prh.read_keys(3).keys == list(range(1, n + 3))
+    assert fake.requests == [n, n + 1, n + 2]
 
 
 def test_read_keys_gives_up_when_count_keeps_growing(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = FakeKeys([list(range(1, n + 2)) for n in range(10)])
+    fake = FakeKeys([list(range(1, prh.FIRST_READ_KEYS + n + 2)) for n in range(10)])
     monkeypatch.setattr(_ioctl, "call", fake)
     with pytest.raises(DeviceBusy, match="kept changing"):
         prh.read_keys(3, device="/dev/sdx")
