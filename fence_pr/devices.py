@@ -8,6 +8,7 @@ here issues a persistent-reservation command.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import stat
@@ -119,15 +120,18 @@ def _scsi_path(dev: pyudev.Device) -> Path:
     except KeyError:
         state = "running"
     host = dev.find_parent("scsi", "scsi_host")
-    proc_name = ""
-    if host is not None:
-        try:
-            proc_name = str(pyudev.Devices.from_path(
-                dev.context, os.path.join(host.sys_path, "scsi_host", host.sys_name)
-            ).attributes.asstring("proc_name"))
-        except (KeyError, pyudev.DeviceNotFoundAtPathError):
-            proc_name = ""
+    proc_name = _proc_name(host.sys_path, host.sys_name) if host is not None else ""
     return Path(node, disk_state=state, abort_unsafe=proc_name.startswith("tcm_loop"))
+
+
+@functools.cache
+def _proc_name(host_path: str, host_name: str) -> str:
+    """The SCSI host's driver name; once per host, not once per path (256 LUNs, 2 hosts)."""
+    try:
+        with open(os.path.join(host_path, "scsi_host", host_name, "proc_name")) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def dm_path_states(map_name: str) -> dict[str, str]:
