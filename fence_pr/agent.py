@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 sys.path.append("/usr/share/fence")
@@ -27,6 +28,7 @@ from fencing import (
 )
 
 from . import engine, multipathd
+from .bounded import run_bounded
 from .devices import DeviceRefused, Storage, resolve_all, shared_vg_devices
 from .errors import PrError
 from .keys import (
@@ -361,19 +363,35 @@ def main() -> None:
     run_delay(options)
     OPTIONS.clear()
     OPTIONS.update(options)
+    sys.exit(_exit_code_of(lambda: _plan_and_run(options)))
+
+
+# The child gives up at the deadline by itself; the parent allows it this much more
+# before walking away from a command stuck in the kernel.
+GRACE_S = 3.0
+
+
+def _plan_and_run(options: dict[str, str]) -> int:
+    plan = make_plan(options)
+    work = validate if options["--action"] == "validate-all" else run
+    return run_bounded(lambda: _exit_code_of(lambda: work(plan)),
+                       plan.deadline.remaining() + GRACE_S, ", ".join(
+                           s.node for s in plan.devices))
+
+
+def _exit_code_of(fn: Callable[[], int]) -> int:
+    """Every error as one logged line and exit 1: Pacemaker reads exit codes, admins read
+    the line, nobody reads a traceback."""
     try:
-        plan = make_plan(options)
-        if options["--action"] == "validate-all":
-            sys.exit(validate(plan))
-        sys.exit(run(plan))
+        return fn()
     except (Refused, DeviceRefused, KeyFormatError, KeyCollision, KeyDerivationError,
             CmapError, PrError, LockTimeout) as e:
         logging.error("Failed: %s", e)
-        sys.exit(EXIT_FAIL)
-    except Exception as e:  # a bug must still give Pacemaker a plain failure, not a traceback
+        return EXIT_FAIL
+    except Exception as e:  # a bug must still give Pacemaker a plain failure
         logging.debug("unexpected error", exc_info=True)
         logging.error("Failed: internal error: %s: %s", type(e).__name__, e)
-        sys.exit(EXIT_FAIL)
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":
