@@ -1,0 +1,212 @@
+"""Guest side of `make bench`: fence node2 off N LUNs x 2 paths with fence_pr, fence_scsi and
+fence_mpath, timing each run and counting the SCSI commands at the target (LIO's per-LU
+statistics in configfs, not the agents' own word). One result per line: `BENCH {json}`.
+
+The transport is iSCSI (LIO target, open-iscsi over 127.0.0.1/.2): fence_scsi and
+fence_mpath always send PREEMPT AND ABORT, which wedges LIO on tcm_loop paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .agentrun import AGENT, KEYS, NODE_KEYS
+from .iscsi import IscsiLab
+from .peers import Multipathd, mpath_store, scsi_hex
+from .topology import settle, take_unit_attention
+
+STORE = "/run/bench-n1"
+RUN_BUDGET_S = 600.0  # skip an N whose projected run time is above this
+
+
+def emit(**kw: object) -> None:
+    print("BENCH " + json.dumps(kw), flush=True)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def sh(argv: list[str], timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def take_unit_attentions(lab: IscsiLab, n: int) -> None:
+    """Take the unit attentions the last PR changes left on every path of the first n LUNs
+    (multipathd's TUR checker would), so no agent pays for another's. dm's path states do
+    not matter here: fence_pr and (as configured here) fence_scsi talk to sd paths, and
+    multipathd reinstates paths itself for fence_mpath."""
+    for lun in lab.luns[:n]:
+        for p in lun.paths.values():
+            take_unit_attention(p.dev)
+    settle()
+
+
+def target_cmds(lab: IscsiLab, n: int) -> int:
+    """SCSI commands LIO has received for the first n LUNs, over every nexus."""
+    return sum(int(Path(lun.so.path, "statistics/scsi_lu/num_cmds").read_text())
+               for lun in lab.luns[:n])
+
+
+INSTALLED = "/usr/local/sbin/fence_pr"
+
+
+def install_fence_pr() -> str:
+    """fence_pr as a distribution package has it: system python3, the package compiled on a
+    local file system. The lab's venv lives on the checkout's 9p share, where every module
+    lookup is a round trip to the host: a lab artefact the timings should not carry."""
+    import shutil
+
+    site = Path("/usr/local/lib/python3/dist-packages")
+    site.mkdir(parents=True, exist_ok=True)
+    dest = site / "fence_pr"
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(Path(__file__).resolve().parents[2] / "fence_pr", dest,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    sh(["/usr/bin/python3", "-m", "compileall", "-q", str(dest)])
+    Path(INSTALLED).write_text("#!/usr/bin/python3\nimport sys\n"
+                               f"sys.path.insert(0, {str(site)!r})\n"
+                               "from fence_pr.agent import main\nsys.exit(main())\n")
+    Path(INSTALLED).chmod(0o755)
+    return INSTALLED
+
+
+def fence_pr(node: str, action: str, target: str, devices: list[str]) -> list[str]:
+    return [INSTALLED, "-o", action, "-n", target, "--devices", ",".join(devices),
+            "--node_keys", NODE_KEYS, "--local_node", node, "--power-timeout", "600"]
+
+
+def command(lab: IscsiLab, agent: str, n: int) -> list[str]:
+    victim = scsi_hex(KEYS["node2"])
+    devices = lab.maps[1][:n]
+    if agent == "fence_pr":
+        return fence_pr("node1", "off", "node2", devices)
+    if agent == "fence_scsi":
+        # One sd path per LUN, a configuration fence_scsi documents: its sg_persist on a dm
+        # map needs a path dm has not failed, and without multipathd the lab's maps have
+        # none (docs/peers.md). The commands per LUN are the same either way.
+        paths = [lun.paths[(1, 0)].dev for lun in lab.luns[:n]]
+        return ["fence_scsi", "-o", "off", "-k", victim, "-d", ",".join(paths),
+                "--power-timeout", "3600"]
+    return ["fence_mpath", "-o", "off", "-n", victim, f"--store-path={STORE}",
+            "-d", ",".join(devices), "--power-timeout", "3600"]
+
+
+def unfence(devices: list[str], node: str) -> None:
+    r = sh(fence_pr(node, "on", node, devices))
+    if r.returncode != 0:
+        raise RuntimeError(f"unfencing {node}: {r.stderr[-2000:]}")
+
+
+def one_run(lab: IscsiLab, agent: str, n: int) -> tuple[float, float]:
+    """(seconds, SCSI commands per LUN) for fencing node2 off the first n LUNs."""
+    unfence(lab.maps[2][:n], "node2")
+    take_unit_attentions(lab, n)
+    before = target_cmds(lab, n)
+    t0 = time.monotonic()
+    r = sh(command(lab, agent, n))
+    wall = time.monotonic() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"{agent} off at {n} LUNs: rc {r.returncode}: {r.stderr[-3000:]}")
+    settle()  # udev's rescans after write-opened closes hit the target too: count them
+    per_lun = (target_cmds(lab, n) - before) / n
+    remaining = [k for k in lab_keys(lab.luns[n - 1]) if k == KEYS["node2"]]
+    if remaining:
+        raise RuntimeError(f"{agent}: node2's key still on LUN {n - 1} after off")
+    return wall, per_lun
+
+
+def lab_keys(lun) -> list[int]:  # type: ignore[no-untyped-def]
+    from .topology import scsi_keys
+    return scsi_keys(lun.paths[(1, 1)].dev)
+
+
+def startup(argv: list[str], runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        sh(argv)
+        times.append(time.monotonic() - t0)
+    return statistics.median(times)
+
+
+def bench_agent(lab: IscsiLab, agent: str, sizes: list[int], runs: int) -> None:
+    prev: tuple[int, float] | None = None
+    for n in sizes:
+        if prev is not None and prev[1] * n / prev[0] > RUN_BUDGET_S:
+            emit(agent=agent, luns=n, skipped=f"projected {prev[1] * n / prev[0]:.0f} s per run "
+                 f"from {prev[0]} LUNs (budget {RUN_BUDGET_S:.0f} s)")
+            log(f"{agent} {n} LUNs: skipped (projected)")
+            continue
+        walls, cmds = [], []
+        for i in range(runs):
+            try:
+                wall, per_lun = one_run(lab, agent, n)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                log(f"{agent} {n} LUNs failed: {e}")
+                emit(agent=agent, luns=n, skipped=f"failed: {str(e)[:300]}")
+                return
+            walls.append(wall)
+            cmds.append(per_lun)
+            log(f"{agent} {n} LUNs run {i + 1}: {wall:.2f} s, {per_lun:.1f} cmds/LUN")
+            if wall > RUN_BUDGET_S / 4:  # one run is enough to show it is slow
+                break
+        emit(agent=agent, luns=n, runs=len(walls), wall=statistics.median(walls),
+             walls=walls, cmds_per_lun=statistics.median(cmds))
+        prev = (n, statistics.median(walls))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--luns", default="1,16,64,256")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--agents", default="fence_pr,fence_scsi,fence_mpath")
+    a = ap.parse_args()
+    sizes = [int(x) for x in a.luns.split(",")]
+    agents = a.agents.split(",")
+    t0 = time.monotonic()
+    log(f"building {max(sizes)} iSCSI LUNs x 2 nodes x 2 paths")
+    lab = IscsiLab(luns=max(sizes), nodes=2, paths=2, size_mb=1)
+    lab.make_maps(1)
+    lab.make_maps(2)
+    emit(setup_s=time.monotonic() - t0, kernel=os.uname().release)
+    log(f"lab ready in {time.monotonic() - t0:.0f} s")
+    install_fence_pr()
+    emit(startup="fence_pr", wall=startup([INSTALLED, "-o", "metadata"]))
+    emit(startup="fence_pr (lab venv on 9p)", wall=startup([AGENT, "-o", "metadata"]))
+    emit(startup="fence_scsi", wall=startup(["fence_scsi", "-o", "metadata"]))
+    emit(startup="fence_mpath", wall=startup(["fence_mpath", "-o", "metadata"]))
+    unfence(lab.maps[1], "node1")  # node1 holds the reservation; node2 is re-unfenced per run
+    # fence_scsi reads the fencer's own key from the file its `on` writes.
+    Path("/var/run/cluster.key").write_text(scsi_hex(KEYS["node1"]) + "\n")
+    for agent in agents:
+        if agent == "fence_mpath":
+            continue
+        bench_agent(lab, agent, sizes, a.runs)
+    if "fence_mpath" in agents:
+        t1 = time.monotonic()
+        try:
+            mpd = Multipathd(lab, {1: KEYS["node1"], 2: KEYS["node2"]})
+        except (TimeoutError, RuntimeError, subprocess.CalledProcessError) as e:
+            emit(agent="fence_mpath", luns=sizes[0], skipped=f"multipathd: {e}")
+            emit(total_s=time.monotonic() - t0)
+            return 0
+        emit(multipathd_start_s=time.monotonic() - t1)
+        try:
+            mpath_store(STORE, lab.maps[1], KEYS["node1"])
+            bench_agent(lab, "fence_mpath", sizes, a.runs)
+        finally:
+            mpd.stop()
+    emit(total_s=time.monotonic() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
