@@ -71,17 +71,23 @@ DOC_HEAD = """# Benchmark: fence_pr, fence_scsi, fence_mpath
 `make bench` (tests/lab/bench.py, guest side tests/lab/bench_guest.py) boots the lab once and
 fences node2 off N LUNs x 2 paths from node1 with each agent. Wall time is the agent's whole
 run, process start to exit, median of the runs shown (one run only where a run took over
-150 s). SCSI commands are counted at the target: LIO's `statistics/scsi_lu/num_cmds` of the N
-LUNs before and after the run (after `udevadm settle`, so the udev rescans an agent causes by
+100 s; an N is not run when the agent's time at the previous N, scaled, projects over 300 s).
+SCSI commands are counted at the target: LIO's `statistics/scsi_lu/num_cmds` of the N LUNs
+before and after the run (after `udevadm settle`, so the udev rescans an agent causes by
 closing a write-opened disk count too), divided by N. Between runs node2 is unfenced again
-with fence_pr (not timed, not counted).
+with fence_pr and the unit attentions that left are taken (neither timed nor counted).
 
 The transport is iSCSI: fence_scsi and fence_mpath always send PREEMPT AND ABORT, which wedges
-LIO on tcm_loop paths (docs/kernel-behaviour.md). Under software emulation every process start
-costs about as much as on a slow real machine, which is what fence_scsi (one sg_persist/sg_turs
-process per command) and fence_mpath (one mpathpersist, which discovers every path, per
-command) pay per LUN. fence_mpath runs with multipathd managing every map, whose path checker
-adds its own commands to the counts during fence_mpath's runs.
+LIO on tcm_loop paths (docs/kernel-behaviour.md). fence_pr runs as a distribution package
+would install it (system python3, package compiled on a local file system); the lab's venv
+on the 9p checkout is slower to start, shown separately. fence_scsi is given node1's first sd
+path of each LUN (docs/peers.md: its sg_persist through the lab's maps fails), fence_pr and
+fence_mpath the dm maps. Under software emulation every process start costs about as much as
+on a slow real machine, which is what fence_scsi (one sg_persist or sg_turs process per
+command) and fence_mpath (one mpathpersist per command) pay per LUN. fence_mpath runs with
+multipathd managing every map, whose path checker adds its own commands to the counts during
+fence_mpath's runs. Other lab VMs shared the host's two cores during the run: absolute times
+are inflated, the ratios less so.
 
 """
 

@@ -23,7 +23,7 @@ from .peers import Multipathd, mpath_store, scsi_hex
 from .topology import settle, take_unit_attention
 
 STORE = "/run/bench-n1"
-RUN_BUDGET_S = 600.0  # skip an N whose projected run time is above this
+RUN_BUDGET_S = 300.0  # skip an N whose projected run time is above this
 
 
 def emit(**kw: object) -> None:
@@ -36,6 +36,23 @@ def log(msg: str) -> None:
 
 def sh(argv: list[str], timeout: float = 3600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def make_maps(lab: IscsiLab, node: int) -> list[str]:
+    """lab.make_maps without waiting for udev after each map (512 maps: minutes saved)."""
+    names = []
+    for lun in lab.luns:
+        paths = lun.node_paths(node)
+        size = Path(f"/sys/block/{paths[0].name}/size").read_text().strip()
+        table = (f"0 {size} multipath 0 0 1 1 round-robin 0 {len(paths)} 1 "
+                 + " ".join(f"{p.majmin} 1" for p in paths))
+        name = f"i{node}-lun{lun.index}"
+        r = sh(["dmsetup", "create", "--noudevsync", name, "--table", table,
+                "--uuid", f"mpath-{lun.wwid[4:]}-i{node}"])
+        if r.returncode != 0:
+            raise RuntimeError(f"dmsetup create {name}: {r.stderr}")
+        names.append(f"/dev/mapper/{name}")
+    return names
 
 
 def take_unit_attentions(lab: IscsiLab, n: int) -> None:
@@ -156,7 +173,7 @@ def bench_agent(lab: IscsiLab, agent: str, sizes: list[int], runs: int) -> None:
             walls.append(wall)
             cmds.append(per_lun)
             log(f"{agent} {n} LUNs run {i + 1}: {wall:.2f} s, {per_lun:.1f} cmds/LUN")
-            if wall > RUN_BUDGET_S / 4:  # one run is enough to show it is slow
+            if wall > RUN_BUDGET_S / 3:  # one run is enough to show it is slow
                 break
         emit(agent=agent, luns=n, runs=len(walls), wall=statistics.median(walls),
              walls=walls, cmds_per_lun=statistics.median(cmds))
@@ -174,8 +191,9 @@ def main() -> int:
     t0 = time.monotonic()
     log(f"building {max(sizes)} iSCSI LUNs x 2 nodes x 2 paths")
     lab = IscsiLab(luns=max(sizes), nodes=2, paths=2, size_mb=1)
-    lab.make_maps(1)
-    lab.make_maps(2)
+    for node in (1, 2):
+        lab.maps[node] = make_maps(lab, node)
+    settle()
     emit(setup_s=time.monotonic() - t0, kernel=os.uname().release)
     log(f"lab ready in {time.monotonic() - t0:.0f} s")
     install_fence_pr()
