@@ -194,6 +194,7 @@ def main() -> int:
     for node in (1, 2):
         lab.maps[node] = make_maps(lab, node)
     settle()
+    sh(["dmsetup", "mknodes"])  # without udev sync, /dev/mapper/* is not made for us
     emit(setup_s=time.monotonic() - t0, kernel=os.uname().release)
     log(f"lab ready in {time.monotonic() - t0:.0f} s")
     install_fence_pr()
