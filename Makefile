@@ -43,8 +43,8 @@ unit: setup
 	$(PY) -m pytest -q -m 'not lab' tests
 
 lab: setup
-	@for k in $(LAB_KERNELS); do \
-		$(PY) -m tests.lab.run --kernel $$k || exit 1; \
+	@once=; for k in $(LAB_KERNELS); do \
+		$(PY) -m tests.lab.run --kernel $$k $$once || exit 1; once=--skip-once; \
 	done
 
 test: lint unit lab

@@ -14,10 +14,19 @@ KERNEL = os.environ.get("LAB_KERNEL", "")
 HERE = Path(__file__).parent
 
 
+# What these prove does not depend on the kernel's PR code paths that differ between the
+# lab's kernels (pr.h reads vs the SG_IO fallback are covered by the rest), and they are the
+# slow ones: `make lab` runs them on the first kernel only (run.py --once-elsewhere).
+ONCE = {"test_cluster", "test_peers", "test_fault_matrix", "test_bad_input",
+        "test_reliability", "test_watchdog_check"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.lab)
+            if Path(str(item.fspath)).stem in ONCE:
+                item.add_marker(pytest.mark.once)
     # Switching native NVMe multipath reloads nvme_core and rebuilds the target: run those
     # tests last, so no other test depends on the state they leave.
     items.sort(key=lambda item: item.get_closest_marker("reloads_nvme_core") is not None)

@@ -13,11 +13,14 @@ from .vm import LabError, run
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kernel", default="7.3", choices=KERNELS)
+    ap.add_argument("--skip-once", action="store_true",
+                    help="leave out the tests marked `once` (run on another kernel already)")
     ap.add_argument("pytest_args", nargs="*", default=[])
     a, extra = ap.parse_known_args()
     a.pytest_args += extra
     args = " ".join(a.pytest_args) or "tests/lab"
-    cmd = (f".venv/bin/python -m pytest -p no:cacheprovider -m lab -v --tb=short "
+    marks = "'lab and not once'" if a.skip_once else "lab"
+    cmd = (f".venv/bin/python -m pytest -p no:cacheprovider -m {marks} -v --tb=short "
            f"-o console_output_style=classic {args}")
     print(f"[lab] booting kernel {a.kernel}: {cmd}", flush=True)
     try:

@@ -1,0 +1,145 @@
+"""Path faults x actions, on dm over tcm_loop and over iSCSI: the fencer (node1) with all of
+its paths down, a path flapping during the operation, its map suspended, and the target no
+longer answering.  With a path left, the action succeeds; with none, it fails with exit 1,
+names the device and the cause, and returns within power_timeout."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .agentrun import KEYS, Node, Result
+from .topology import check_paths, dm_resume, dm_suspend, scsi_keys
+
+TIMEOUT_S = 15
+# The budget starts after the agent's start (imports, udev: seconds under TCG on a busy
+# host); `on` reads the status first and may spend the whole budget retrying a gone path;
+# the parent adds 3 s of grace (fence_pr/agent.py GRACE_S).  The point is the order of
+# magnitude: without the bound, iSCSI recovery holds a command for 120 s.
+BOUND_S = 2 * TIMEOUT_S + 10
+ACTIONS = [("on", "node1"), ("off", "node2"), ("status", "node2"), ("monitor", None)]
+
+
+@pytest.fixture(params=["tcm_loop", "iscsi"])
+def pair(request) -> Iterator[tuple[object, Node, Node]]:  # type: ignore[no-untyped-def]
+    lab = request.getfixturevalue("clean_iscsi" if request.param == "iscsi" else "clean_lio")
+    n1, n2 = Node("node1", lab.maps[1]), Node("node2", lab.maps[2])
+    assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
+    check_paths(lab.maps)
+    yield lab, n1, n2
+
+
+def timed(node: Node, action: str, target: str | None) -> tuple[Result, float]:
+    t = time.monotonic()
+    r = node.run(action, target, "--power-timeout", str(TIMEOUT_S))
+    return r, time.monotonic() - t
+
+
+def per_lun(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]
+    return [scsi_keys(lun.paths[(2, 1)].dev).count(key) for lun in lab.luns]
+
+
+def test_all_of_the_fencers_paths_down(clean_lio) -> None:  # type: ignore[no-untyped-def]
+    """sd state offline on every path of node1 (tcm_loop; over iSCSI the transport class
+    brings a session's devices back, and a dead iSCSI target is test_target_stops_answering)."""
+    lab = clean_lio
+    n1, n2 = Node("node1", lab.maps[1]), Node("node2", lab.maps[2])
+    assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
+    down = [p for lun in lab.luns for (node, _), p in lun.paths.items() if node == 1]
+    for p in down:
+        p.set_state("offline")
+    try:
+        for action, target in ACTIONS:
+            r, took = timed(n1, action, target)
+            assert r.rc == 1, (action, r)
+            assert "offline" in r.err or "not reachable" in r.err, (action, r)
+            assert any(m in r.err for m in n1.devices), (action, r)
+            assert "Traceback" not in r.err and took < BOUND_S, (action, took, r)
+    finally:
+        for p in down:
+            p.set_state("running")
+    assert per_lun(lab, KEYS["node2"]) == [2] * len(lab.luns), "nothing was fenced"
+
+
+def test_a_path_flapping_during_on_and_off(pair) -> None:  # type: ignore[no-untyped-def]
+    lab, n1, _ = pair
+    flapping = [lun.paths[(1, 0)] for lun in lab.luns]
+    stop = threading.Event()
+
+    def flap() -> None:
+        state = "offline"
+        while not stop.is_set():
+            for p in flapping:
+                p.set_state(state)
+            state = "running" if state == "offline" else "offline"
+            stop.wait(0.3)
+        for p in flapping:
+            p.set_state("running")
+
+    t = threading.Thread(target=flap)
+    t.start()
+    try:
+        r_on, _ = timed(n1, "on", "node1")
+        r_off, _ = timed(n1, "off", "node2")
+    finally:
+        stop.set()
+        t.join()
+    assert r_on.rc == 0, r_on
+    assert r_off.rc == 0, r_off
+    assert per_lun(lab, KEYS["node2"]) == [0] * len(lab.luns)
+    assert all(c >= 1 for c in per_lun(lab, KEYS["node1"]))
+    check_paths(lab.maps)
+    r = n1.run("on", "node1")  # a path missed while it was down is repaired
+    assert r.rc == 0, r
+    assert per_lun(lab, KEYS["node1"]) == [2] * len(lab.luns)
+
+
+def test_the_fencers_map_suspended(pair) -> None:  # type: ignore[no-untyped-def]
+    """fence_pr sends PR commands to the path devices, not through the map: a suspended
+    map (EAGAIN for pr.h through dm) does not stop it."""
+    lab, n1, _ = pair
+    for m in n1.devices:
+        dm_suspend(m)
+    try:
+        results = {a: timed(n1, a, t) for a, t in ACTIONS}
+    finally:
+        for m in n1.devices:
+            dm_resume(m)
+    for action, (r, took) in results.items():
+        want = 2 if action == "status" else 0
+        assert r.rc == want, (action, r)
+        assert took < BOUND_S, (action, took)
+    assert per_lun(lab, KEYS["node2"]) == [0] * len(lab.luns)
+
+
+def _sessions_logged_in() -> bool:
+    return all(s.read_text().strip() == "LOGGED_IN"
+               for s in Path("/sys/class/iscsi_session").glob("session*/state"))
+
+
+def test_target_stops_answering(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
+    """The iSCSI target's portal group is disabled: every session goes into recovery and
+    commands queue at the initiator.  Each action must give up at its deadline."""
+    lab = clean_iscsi
+    n1, n2 = Node("node1", lab.maps[1]), Node("node2", lab.maps[2])
+    assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
+    lab.tpg.enable = False
+    try:
+        for action, target in ACTIONS:
+            r, took = timed(n1, action, target)
+            assert r.rc == 1 and "Traceback" not in r.err, (action, r)
+            # A worker left stuck in the kernel still holds the node lock: a later on/off
+            # says so instead of naming the device.
+            assert any(m in r.err for m in n1.devices) or "another fence_pr" in r.err, \
+                (action, r)
+            assert took < BOUND_S, (action, took, r)
+    finally:
+        lab.tpg.enable = True
+        deadline = time.monotonic() + 120
+        while not _sessions_logged_in():
+            assert time.monotonic() < deadline, "iSCSI sessions did not recover"
+            time.sleep(1)
