@@ -124,7 +124,7 @@ def define_options() -> None:
         "getopt": ":", "longopt": "corosync-cmap-path", "required": "0",
         "help": "--corosync-cmap-path=[path]    Path to corosync-cmapctl binary",
         "shortdesc": "Path to corosync-cmapctl binary",
-        "default": "corosync-cmapctl", "order": 200}
+        "default": "/usr/sbin/corosync-cmapctl", "order": 200}
 
 
 class Refused(Exception):
@@ -160,7 +160,7 @@ def _node_keys(options: dict[str, str]) -> tuple[dict[str, int], str | None]:
                 raise Refused(f"node_keys: {pair!r} is not name=hexkey")
             keys[name.strip()] = parse_key(key)
         return keys, None
-    path = options.get("--corosync-cmap-path", "corosync-cmapctl")
+    path = options.get("--corosync-cmap-path", "/usr/sbin/corosync-cmapctl")
     cluster = load_cluster_info(lambda: run_cmapctl(path))
     # fencing.py upper-cases the value of every option that has "choices".
     scheme = KeyScheme(options.get("--key_value", "nodeid").lower())
