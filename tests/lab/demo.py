@@ -1,4 +1,4 @@
-"""`make demo`: boot the lab and tell the two-node fencing story."""
+"""`make demo`: boot the lab; a two-node Pacemaker cluster fences node2 through fence_pr."""
 
 from __future__ import annotations
 
