@@ -192,6 +192,10 @@ def make_plan(options: dict[str, str]) -> Plan:
     if local not in keys:
         raise Refused(f"this node ({local}) has no key: add it to node_keys or set local_node")
     target = options.get("--plug") or options.get("--nodename") or None
+    if action == "validate-all":
+        # Pacemaker's validate (pcs --agent-validation, stonith_admin --validate) has no
+        # victim and passes this node's own name as nodename: only port/plug names a target.
+        target = options.get("--plug") or None
     if action == "on" and not target and not options.get("--key"):
         target = local  # unfencing by hand on the node itself
     target_key = parse_key(options["--key"]) if options.get("--key") else (

@@ -37,3 +37,11 @@ def test_refused_before_devices(kw: dict[str, str], exc: type[Exception], needle
 def test_off_needs_a_target() -> None:
     with pytest.raises(Refused, match="no target"):
         make_plan(opts())
+
+
+def test_validate_all_with_this_node_as_nodename_is_not_self_fencing() -> None:
+    """pcs --agent-validation and stonith_admin --validate pass the local node as nodename
+    (seen in the lab cluster); that is no victim, so validate-all goes on to the devices."""
+    with pytest.raises(Exception) as e:
+        make_plan(opts(action="validate-all", nodename="node1"))
+    assert "itself" not in str(e.value)
