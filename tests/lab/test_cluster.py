@@ -24,7 +24,7 @@ from .topology import dm_message, dm_path_states, scsi_clear, scsi_keys
 
 KERNEL = os.environ.get("LAB_KERNEL", "?")
 KEY = {f"node{i}": corosync_key(CLUSTER_NAME, i) for i in (1, 2)}
-TIMES_FILE = PROJECT / "lab-out" / "cluster-times.json"
+TIMES_FILE = PROJECT / "lab-out" / f"cluster-times-{KERNEL}.json"  # one per kernel: runs overlap
 START_TIMEOUT = 420  # both nodes online and unfenced, under TCG
 FENCE_TIMEOUT = 180  # token loss + scheduler + fence_pr under TCG
 
@@ -36,9 +36,7 @@ def record(capsys: pytest.CaptureFixture[str], name: str, seconds: float) -> Non
     with capsys.disabled():
         print(f"\n[cluster] kernel {KERNEL}: {name}: {seconds:.2f}s", flush=True)
     TIMES_FILE.parent.mkdir(exist_ok=True)
-    data = json.loads(TIMES_FILE.read_text()) if TIMES_FILE.exists() else {}
-    data[KERNEL] = dict(times)
-    TIMES_FILE.write_text(json.dumps(data, indent=2) + "\n")
+    TIMES_FILE.write_text(json.dumps({KERNEL: times}, indent=2) + "\n")
 
 
 def reset_luns(lio) -> None:  # type: ignore[no-untyped-def]
