@@ -192,10 +192,6 @@ def make_plan(options: dict[str, str]) -> Plan:
     if local not in keys:
         raise Refused(f"this node ({local}) has no key: add it to node_keys or set local_node")
     target = options.get("--plug") or options.get("--nodename") or None
-    if action == "validate-all":
-        # Pacemaker's validate (pcs --agent-validation, stonith_admin --validate) has no
-        # victim and passes this node's own name as nodename: only port/plug names a target.
-        target = options.get("--plug") or None
     if action == "on" and not target and not options.get("--key"):
         target = local  # unfencing by hand on the node itself
     target_key = parse_key(options["--key"]) if options.get("--key") else (
@@ -204,7 +200,9 @@ def make_plan(options: dict[str, str]) -> Plan:
         raise Refused(f"node {target!r} has no key: known nodes are {', '.join(sorted(keys))}")
     if action in ("on", "off", "status") and target_key is None:
         raise Refused("no target: give port/plug (or nodename), or key")
-    if action in ("off", "validate-all") and (target == local or target_key == keys[local]):
+    # Not for validate-all: Pacemaker's validate (pcs --agent-validation, stonith_admin
+    # --validate) names this node itself as the port; there is no victim to check.
+    if action == "off" and (target == local or target_key == keys[local]):
         raise Refused(f"refusing to fence this node itself ({local}); run off from a survivor")
     if action == "on" and target not in (None, local) and target_key != keys[local]:
         raise Refused(f"`on` registers this host's paths, so it must run on {target} itself "
