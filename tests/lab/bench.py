@@ -48,7 +48,8 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
             if r is None:
                 continue
             if "skipped" in r:
-                lines.append(f"| {n} | {agent} | not run: {r['skipped']} | | | |")
+                why = " ".join(str(r["skipped"]).split())
+                lines.append(f"| {n} | {agent} | not run: {why} | | | |")
                 continue
             wall = float(r["wall"])  # type: ignore[arg-type]
             ratio = f"{wall / float(base):.1f}x" if base else ""  # type: ignore[arg-type]
