@@ -43,9 +43,7 @@ unit: setup
 	$(PY) -m pytest -q -m 'not lab' tests
 
 lab: setup
-	@once=; for k in $(LAB_KERNELS); do \
-		$(PY) -m tests.lab.run --kernel $$k $$once || exit 1; once=--skip-once; \
-	done
+	$(PY) -m tests.lab.suite $(LAB_KERNELS)
 
 test: lint unit lab
 

@@ -13,6 +13,8 @@ from .vm import LabError, run
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kernel", default="7.3", choices=KERNELS)
+    ap.add_argument("--timeout", type=float, default=3600,
+                    help="give up on the guest after this many seconds")
     ap.add_argument("--skip-once", action="store_true",
                     help="leave out the tests marked `once` (run on another kernel already)")
     ap.add_argument("pytest_args", nargs="*", default=[])
@@ -26,8 +28,8 @@ def main() -> int:
     try:
         # FENCE_PR_* (e.g. make reliability's sample sizes) reach the guest's tests.
         env = {k: v for k, v in os.environ.items() if k.startswith("FENCE_PR_")}
-        r = run(cmd, kernel=a.kernel, stream=True, env={**env, "LAB_KERNEL": a.kernel,
-                                                        "CI": os.environ.get("CI", "")})
+        env.update(LAB_KERNEL=a.kernel, CI=os.environ.get("CI", ""))
+        r = run(cmd, kernel=a.kernel, stream=True, timeout=a.timeout, env=env)
     except LabError as e:
         print(f"[lab] FAILED: {e}", file=sys.stderr)
         return 1
