@@ -105,6 +105,11 @@ class Multipathd:
         wait_for(lambda: subprocess.run(["pgrep", "-x", "multipathd"],
                                         capture_output=True).returncode != 0,
                  "multipathd to exit", timeout=60)
+        # Maps multipathd made itself outlive it and hold the paths: the original maps
+        # cannot be created over them (EBUSY) until they are gone.
+        for name in set(dm_maps()) - set(self.before):
+            sh("dmsetup", "remove", "--retry", name, check=False)
+        settle()
         now = dm_maps()
         for name, (uuid, table) in self.before.items():
             if name not in now:

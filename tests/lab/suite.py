@@ -14,8 +14,8 @@ import time
 
 # The slowest files, all marked `once` (tests/lab/conftest.py): about half the first
 # kernel's time.
-LANE_A = ["tests/lab/test_cluster.py", "tests/lab/test_peers.py",
-          "tests/lab/test_fault_matrix.py", "tests/lab/test_watchdog_check.py"]
+LANE_A = ["tests/lab/test_cluster.py", "tests/lab/test_fault_matrix.py",
+          "tests/lab/test_watchdog_check.py", "tests/lab/test_peers.py"]
 
 
 def lanes(kernels: list[str]) -> dict[str, list[list[str]]]:
