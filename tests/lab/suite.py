@@ -14,9 +14,9 @@ import time
 
 # The slowest files, all marked `once` (tests/lab/conftest.py): about half the first
 # kernel's time.
-LANE_A = ["tests/lab/test_cluster.py", "tests/lab/test_cluster3.py",
-          "tests/lab/test_fault_matrix.py", "tests/lab/test_watchdog_check.py",
-          "tests/lab/test_peers.py"]
+LANE_A = ["tests/lab/test_cluster.py", "tests/lab/test_fault_matrix.py",
+          "tests/lab/test_watchdog_check.py", "tests/lab/test_peers.py",
+          "tests/lab/test_cluster3.py"]
 
 
 def lanes(kernels: list[str]) -> dict[str, list[list[str]]]:
