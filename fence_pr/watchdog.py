@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return CHECK_FENCED
     # Imported here so `repair` and configuration errors cost nothing.
     from . import engine
-    from .agent import Refused, make_plan
     from .keys import CmapError
+    from .plan import Refused, make_plan
 
     text = config_text()
     if text is None:

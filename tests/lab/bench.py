@@ -41,6 +41,7 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
         "(at the target) |",
         "|---:|---|---:|---:|---:|---:|",
     ]
+    failures: list[str] = []
     for n in sizes:
         base = runs.get(("fence_pr", n), {}).get("wall")
         for agent in AGENTS:
@@ -53,9 +54,15 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
                 continue
             wall = float(r["wall"])  # type: ignore[arg-type]
             ratio = f"{wall / float(base):.1f}x" if base else ""  # type: ignore[arg-type]
-            lines.append(f"| {n} | {agent} | {wall:.2f} s | {r['runs']} | {ratio} | "
+            fails = r.get("failed") or []
+            runs_s = f"{r['runs']}" + (f" (+{len(fails)} failed)" if fails else "")  # type: ignore[arg-type]
+            lines.append(f"| {n} | {agent} | {wall:.2f} s | {runs_s} | {ratio} | "
                          f"{float(r['cmds_per_lun']):.1f} |")  # type: ignore[arg-type]
+            failures += [f"{agent} at {n} LUNs failed after {float(f['wall']):.1f} s: {f['why']}"
+                         for f in fails]  # type: ignore[union-attr]
     lines.append("")
+    if failures:
+        lines += ["Failed runs (not in the medians):", ""] + [f"- {f}" for f in failures] + [""]
     lines.append("Agent start-up (`-o metadata`, median of 5): " + ", ".join(
         f"{a} {s:.2f} s" for a, s in startup.items()) + ".")
     return "\n".join(lines) + "\n" + (
@@ -72,7 +79,7 @@ DOC_HEAD = """# Benchmark: fence_pr, fence_scsi, fence_mpath
 `make bench` (tests/lab/bench.py, guest side tests/lab/bench_guest.py) boots the lab once and
 fences node2 off N LUNs x 2 paths from node1 with each agent. Wall time is the agent's whole
 run, process start to exit, median of the runs shown (one run only where a run took over
-100 s; an N is not run when the agent's time at the previous N, scaled, projects over 300 s).
+100 s; an N is not run when the agent's time at the previous N, scaled, projects over 600 s).
 SCSI commands are counted at the target: LIO's `statistics/scsi_lu/num_cmds` of the N LUNs
 before and after the run (after `udevadm settle`, so the udev rescans an agent causes by
 closing a write-opened disk count too), divided by N. Between runs node2 is unfenced again

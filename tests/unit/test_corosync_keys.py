@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fence_pr.agent import Refused, _node_keys
 from fence_pr.keys import KeyCollision, check_unique, corosync_key, fence_scsi_key
+from fence_pr.plan import Refused, _node_keys
 
 CMAP = """\
 totem.cluster_name (str) = hacluster

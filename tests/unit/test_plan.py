@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fence_pr.agent import Refused, make_plan
 from fence_pr.keys import KeyCollision, KeyFormatError
+from fence_pr.plan import Refused, make_plan
 
 KEYS = "node1=0x1,node2=0x2"
 
