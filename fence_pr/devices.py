@@ -101,9 +101,9 @@ def _wwid_of(dev: pyudev.Device) -> str:
     if dev.sys_name.startswith("dm-"):
         # A map is the logical unit its paths reach: take the paths' identity, not the map
         # uuid (whose spelling multipath chooses).
-        slaves = sorted(os.listdir(os.path.join(dev.sys_path, "slaves")))
-        if slaves:
-            return _wwid_of(pyudev.Devices.from_name(dev.context, "block", slaves[0]))
+        live, _ = _slaves(dev)
+        if live:
+            return _wwid_of(live[0])
         return normalize_wwid(str(dev.attributes.asstring("dm/uuid")))
     for attr in ("device/wwid", "wwid"):
         try:
@@ -111,6 +111,22 @@ def _wwid_of(dev: pyudev.Device) -> str:
         except KeyError:
             continue
     return ""
+
+
+def _slaves(dev: pyudev.Device) -> tuple[list[pyudev.Device], list[str]]:
+    """A map's path devices that still exist, and the names of those already gone: a path
+    removed (iSCSI logout, hot unplug) can linger in slaves/ until dm lets go of it."""
+    live, gone = [], []
+    try:
+        names = sorted(os.listdir(os.path.join(dev.sys_path, "slaves")))
+    except OSError:
+        names = []
+    for name in names:
+        try:
+            live.append(pyudev.Devices.from_name(dev.context, "block", name))
+        except pyudev.DeviceNotFoundError:
+            gone.append(name)
+    return live, gone
 
 
 def _scsi_path(dev: pyudev.Device) -> Path:
@@ -176,13 +192,15 @@ def _multipath(dev: pyudev.Device, dm_states: dict[str, dict[str, str]] | None =
     states = dm_states[name] if dm_states is not None and name in dm_states else \
         dm_path_states(name)
     paths = []
-    for slave in sorted(os.listdir(os.path.join(dev.sys_path, "slaves"))):
-        sd = pyudev.Devices.from_name(dev.context, "block", slave)
+    live, gone = _slaves(dev)
+    for sd in live:
         p = _scsi_path(sd)
         majmin = f"{os.major(sd.device_number)}:{os.minor(sd.device_number)}"
         paths.append(dataclasses.replace(p, dm_failed=states.get(majmin) == "F"))
     if not paths:
-        raise DeviceRefused(f"{dev.device_node}: multipath map {name} has no paths")
+        why = f"its path devices are gone ({', '.join(gone)})" if gone else "it has no paths"
+        raise DeviceRefused(f"/dev/mapper/{name}: multipath map cannot be reached: "
+                            f"{why}. Restore a path (iSCSI login, cabling), then retry")
     return Storage(f"/dev/mapper/{name}", _wwid_of(dev), Transport.SCSI, "dm-multipath map",
                    tuple(paths))
 

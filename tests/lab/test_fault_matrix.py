@@ -45,7 +45,8 @@ def per_lun(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]
 
 def test_all_of_the_fencers_paths_down(clean_lio) -> None:  # type: ignore[no-untyped-def]
     """sd state offline on every path of node1 (tcm_loop; over iSCSI the transport class
-    brings a session's devices back, and a dead iSCSI target is test_target_stops_answering)."""
+    brings a session's devices back: there, see the next test and
+    test_target_stops_answering)."""
     lab = clean_lio
     n1, n2 = Node("node1", lab.maps[1]), Node("node2", lab.maps[2])
     assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
@@ -62,6 +63,23 @@ def test_all_of_the_fencers_paths_down(clean_lio) -> None:  # type: ignore[no-un
     finally:
         for p in down:
             p.set_state("running")
+    assert per_lun(lab, KEYS["node2"]) == [2] * len(lab.luns), "nothing was fenced"
+
+
+def test_all_of_the_fencers_iscsi_sessions_gone(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
+    """Over iSCSI, all paths down is node1 logged out of both portals: its maps keep paths
+    whose sd devices are gone.  The fixture logs back in and reloads the maps."""
+    lab = clean_iscsi
+    n1, n2 = Node("node1", lab.maps[1]), Node("node2", lab.maps[2])
+    assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
+    for path in range(lab.npaths):
+        lab.logout(1, path)
+    for action, target in ACTIONS:
+        r, took = timed(n1, action, target)
+        assert r.rc == 1 and "Traceback" not in r.err and "internal error" not in r.err, \
+            (action, r)
+        assert any(m in r.err for m in n1.devices), (action, r)
+        assert took < BOUND_S, (action, took, r)
     assert per_lun(lab, KEYS["node2"]) == [2] * len(lab.luns), "nothing was fenced"
 
 

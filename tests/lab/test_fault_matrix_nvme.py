@@ -44,27 +44,34 @@ def test_nvme_all_paths_down_then_a_late_path(clean_nvme) -> None:  # type: igno
     if nodes is None:
         return
     n1, n2 = nodes
-    for head in n1.devices:
-        knob = Path("/sys/block", Path(head).name, "delayed_removal_secs")
-        assert knob.exists(), f"{knob}: this kernel cannot keep a head without paths"
-        knob.write_text("300\n")
-    for path in range(lab.paths):
-        lab.delete_controller(1, path)
-    assert all(Path(h).exists() for h in n1.devices), "heads must outlive their paths"
-    for action, target in ACTIONS:
-        r, took = timed(n1, action, target)
-        assert r.rc == 1 and "Traceback" not in r.err, (action, r)
-        assert any(h in r.err for h in n1.devices), (action, r)
-        assert "EAGAIN" in r.err or "no usable" in r.err, (action, r)
-        assert took < BOUND_S, (action, took, r)
-    # A path appears: the host's registration covers it at once, no `on` needed.
-    lab.connect(1, 0)
-    r = n1.run("monitor")
-    assert r.rc == 0, r
-    r = n1.run("status", "node2")
-    assert r.rc == 0 and "ON" in r.out, r
-    assert [sorted(nvme_keys(h)) for h in n1.devices] == [sorted([n1.key, n2.key])] * 2
-
+    knobs = [Path("/sys/block", Path(h).name, "delayed_removal_secs") for h in n1.devices]
+    assert all(k.exists() for k in knobs), f"{knobs}: this kernel cannot keep a head without paths"
+    try:
+        for knob in knobs:
+            knob.write_text("300\n")
+        for path in range(lab.paths):
+            lab.delete_controller(1, path)
+        assert all(Path(h).exists() for h in n1.devices), "heads must outlive their paths"
+        for action, target in ACTIONS:
+            r, took = timed(n1, action, target)
+            assert r.rc == 1 and "Traceback" not in r.err, (action, r)
+            assert any(h in r.err for h in n1.devices), (action, r)
+            assert "EAGAIN" in r.err or "no usable" in r.err, (action, r)
+            assert took < BOUND_S, (action, took, r)
+        # A path appears: the host's registration covers it at once, no `on` needed.
+        lab.connect(1, 0)
+        r = n1.run("monitor")
+        assert r.rc == 0, r
+        r = n1.run("status", "node2")
+        assert r.rc == 0 and "ON" in r.out, r
+        assert [sorted(nvme_keys(h)) for h in n1.devices] == [sorted([n1.key, n2.key])] * 2
+    finally:
+        # A pathless head would hold nvme_core for the delay: give it a path back, then let
+        # the next disconnect remove it at once.
+        if (1, 0) not in lab.ctrls:
+            lab.connect(1, 0)
+        for knob in knobs:
+            knob.write_text("0\n")
 
 def test_nvme_path_flapping_during_on_and_off(clean_nvme) -> None:  # type: ignore[no-untyped-def]
     lab = clean_nvme
