@@ -84,7 +84,7 @@ class Multipathd:
         self.want = {os.path.basename(m) for maps in lab.maps.values() for m in maps}
         subprocess.run(["multipathd"], check=True)  # daemonizes
         wait_for(lambda: self.managed() >= self.want, "multipathd to take over the lab's maps",
-                 timeout=90 + len(self.want) / 2)
+                 timeout=90 + 2 * len(self.want))  # 512 maps under TCG: minutes
         # Each node's key, as its own `on` would have left it (mpathpersist --register tells
         # multipathd; fence_pr's `on` does too). mpathpersist refuses a PREEMPT whose key is
         # not the map's reservation_key ("configured reservation key doesn't match"); a key
