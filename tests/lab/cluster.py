@@ -23,8 +23,11 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .topology import wait_for
 
 PROJECT = Path(__file__).resolve().parent.parent.parent
 AGENT = Path(sys.executable).parent / "fence_pr"
@@ -372,6 +375,16 @@ class Cluster:
         for n in self.nodes:
             n.start()
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Cluster]:
+        """Built and started for the `with` block, torn down after it whatever happens."""
+        try:
+            self.build()
+            self.start()
+            yield self
+        finally:
+            self.teardown()
+
     def teardown(self) -> None:
         for n in self.nodes:
             n.destroy()
@@ -390,16 +403,11 @@ class Cluster:
         return "\n".join(out)
 
     def wait(self, pred, what: str, timeout: float):  # type: ignore[no-untyped-def]
-        """Poll pred() until truthy; on timeout fail with what and every node's logs."""
-        deadline = time.monotonic() + timeout
-        while True:
-            v = pred()
-            if v:
-                return v
-            if time.monotonic() > deadline:
-                raise ClusterError(f"lab cluster: timed out after {timeout:.0f}s waiting for "
-                                   f"{what}\n{self.diagnostics()}")
-            time.sleep(1.0)
+        """wait_for, failing with every node's logs: a cluster that never converges says why."""
+        try:
+            return wait_for(pred, what, timeout, interval=1.0)
+        except TimeoutError as e:
+            raise ClusterError(f"{e}\n{self.diagnostics()}") from None
 
 
 if __name__ == "__main__":  # a quick look: python -m tests.lab.cluster (no storage)

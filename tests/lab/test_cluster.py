@@ -61,11 +61,9 @@ def cl(lio):  # type: ignore[no-untyped-def]
     c = Cluster(Path("/tmp/fence_pr-cluster"), links)
     c.luns = luns  # type: ignore[attr-defined]
     try:
-        c.build()
-        c.start()
-        yield c
+        with c.running():
+            yield c
     finally:
-        c.teardown()
         reset_luns(lio)
 
 

@@ -34,11 +34,9 @@ def cl3(lio) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
                 {f"node{n}": {"lun0": lio.maps[n][0]} for n in (1, 2, 3)})
     c.lun = lun  # type: ignore[attr-defined]
     try:
-        c.build()
-        c.start()
-        yield c
+        with c.running():
+            yield c
     finally:
-        c.teardown()
         for m in lio.maps.pop(3):
             sh("dmsetup", "remove", "--retry", os.path.basename(m), check=False)
         for p in (0, 1):

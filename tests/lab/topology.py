@@ -39,15 +39,16 @@ def modprobe(*mods: str) -> None:
         sh("modprobe", m)
 
 
-def wait_for(pred, what: str, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+def wait_for(pred, what: str, timeout: float = 60.0,  # type: ignore[no-untyped-def]
+             interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() > deadline:
-            raise TimeoutError(f"lab: timed out waiting for {what}")
-        time.sleep(0.1)
+            raise TimeoutError(f"lab: timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
 
 
 @dataclass
