@@ -30,6 +30,11 @@ def parse(stdout: str) -> list[dict[str, object]]:
     return [json.loads(line[6:]) for line in stdout.splitlines() if line.startswith("BENCH ")]
 
 
+def cmds(r: dict[str, object]) -> str:
+    mean = f"{float(r['cmds_per_lun']):.1f}"  # type: ignore[arg-type]
+    return mean + (f" ({float(r['cmds_median']):g})" if "cmds_median" in r else "")  # type: ignore[arg-type]
+
+
 def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
     runs = {(r["agent"], r["luns"]): r for r in results if "agent" in r}
     sizes = sorted({int(r["luns"]) for r in results if "luns" in r})  # type: ignore[call-overload]
@@ -38,7 +43,7 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
                if "startup" in r}
     lines = [
         "| LUNs | agent | wall time (median) | runs | x fence_pr | SCSI commands per LUN "
-        "(at the target) |",
+        "(at the target): mean (median) |",
         "|---:|---|---:|---:|---:|---:|",
     ]
     failures: list[str] = []
@@ -57,7 +62,7 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
             fails = r.get("failed") or []
             runs_s = f"{r['runs']}" + (f" (+{len(fails)} failed)" if fails else "")  # type: ignore[arg-type]
             lines.append(f"| {n} | {agent} | {wall:.2f} s | {runs_s} | {ratio} | "
-                         f"{float(r['cmds_per_lun']):.1f} |")  # type: ignore[arg-type]
+                         f"{cmds(r)} |")
             failures += [f"{agent} at {n} LUNs failed after {float(f['wall']):.1f} s: {f['why']}"
                          for f in fails]  # type: ignore[union-attr]
     lines.append("")
