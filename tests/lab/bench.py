@@ -87,8 +87,14 @@ run, process start to exit, median of the runs shown (one run only where a run t
 100 s; an N is not run when the agent's time at the previous N, scaled, projects over 600 s).
 SCSI commands are counted at the target: LIO's `statistics/scsi_lu/num_cmds` of the N LUNs
 before and after the run (after `udevadm settle`, so the udev rescans an agent causes by
-closing a write-opened disk count too), divided by N. Between runs node2 is unfenced again
-with fence_pr and the unit attentions that left are taken (neither timed nor counted).
+closing a write-opened disk count too), divided by N: the mean, and in brackets the median
+of the per-LUN counts. From 64 LUNs on, while any agent runs, a few runs of consecutive LUNs
+get a burst of 13 more commands each, all from the fencer's initiator (LIO's per-ACL
+counts; node2's initiator sends none). fence_pr's log shows no retry and no second path for
+them; their source is not identified. They move the mean, not the median, which is the
+agent's own count. Between runs node2
+is unfenced again with fence_pr and the unit attentions that left are taken (neither timed
+nor counted).
 
 The transport is iSCSI: fence_scsi and fence_mpath always send PREEMPT AND ABORT, which wedges
 LIO on tcm_loop paths (docs/kernel-behaviour.md). fence_pr runs as a distribution package
