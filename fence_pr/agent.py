@@ -148,10 +148,14 @@ def _plan_and_run(options: dict[str, str]) -> int:
     from .plan import make_plan
 
     plan = make_plan(options)
-    return run_bounded(lambda: _exit_code_of(lambda: (
-        actions.validate(plan) if options["--action"] == "validate-all"
-        else actions.run(plan, options, fence_action))),
-        plan.deadline.remaining() + GRACE_S, ", ".join(s.node for s in plan.devices))
+
+    def work() -> int:
+        if options["--action"] == "validate-all":
+            return actions.validate(plan)
+        return actions.run(plan, options, fence_action)
+
+    return run_bounded(lambda: _exit_code_of(work), plan.deadline.remaining() + GRACE_S,
+                       ", ".join(s.node for s in plan.devices))
 
 
 def _exit_code_of(fn: Callable[[], int]) -> int:
