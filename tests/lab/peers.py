@@ -68,9 +68,9 @@ class Multipathd:
                 self.prkeys[name] = keys[node]
         RULES.parent.mkdir(parents=True, exist_ok=True)
         RULES.write_text("".join(rules))
-        # With 1,000 sd devices udevd can be too busy to take the request (EAGAIN).
-        wait_for(lambda: subprocess.run(["udevadm", "control", "--reload"]).returncode == 0,
-                 "udevd to reload its rules", timeout=120, interval=2.0)
+        # With 1,000 sd devices udevd may refuse the request (EAGAIN for minutes, `make
+        # bench`); it re-reads changed rules files itself before its next event anyway.
+        subprocess.run(["udevadm", "control", "--reload"], capture_output=True, timeout=30)
         sh("udevadm", "trigger", "--action=change", "--subsystem-match=block",
            "--sysname-match=sd*")
         settle()
@@ -122,9 +122,9 @@ class Multipathd:
                 sh("dmsetup", "resume", name)
         RULES.unlink(missing_ok=True)
         CONF.unlink(missing_ok=True)
-        # With 1,000 sd devices udevd can be too busy to take the request (EAGAIN).
-        wait_for(lambda: subprocess.run(["udevadm", "control", "--reload"]).returncode == 0,
-                 "udevd to reload its rules", timeout=120, interval=2.0)
+        # With 1,000 sd devices udevd may refuse the request (EAGAIN for minutes, `make
+        # bench`); it re-reads changed rules files itself before its next event anyway.
+        subprocess.run(["udevadm", "control", "--reload"], capture_output=True, timeout=30)
         settle()
         time.sleep(0.1)
 
