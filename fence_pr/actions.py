@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from . import engine, multipathd
+from .bounded import EXIT_FAIL
 from .keys import format_key
 from .lock import node_lock
 from .plan import Plan, Refused
 
-EXIT_OK, EXIT_FAIL = 0, 1
+EXIT_OK = 0  # EXIT_FAIL is 1; status OFF (2) comes from fencing.py's fence_action
 
 
 def _report(reports: list[engine.DeviceReport]) -> bool:

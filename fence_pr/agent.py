@@ -25,9 +25,7 @@ from fencing import (
     show_docs,
 )
 
-from .bounded import run_bounded
-
-EXIT_OK, EXIT_FAIL = 0, 1  # status OFF (2) comes from fencing.py's fence_action
+from .bounded import EXIT_FAIL, run_bounded
 
 DEVICE_OPT = ["no_login", "no_password", "devices", "nodename", "port", "no_port", "key",
               "key_value", "node_keys", "local_node", "reservation_type", "fabric_fencing",
