@@ -74,7 +74,8 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
         f"\nLab: kernel {meta.get('kernel', kernel)}, QEMU TCG (software emulation, 1 vCPU, "
         "3 GB), LIO iSCSI target over 127.0.0.1/.2, two nodes x two sessions, one hand-made "
         "dm-multipath map per LUN per node (multipathd takes them over for fence_mpath only). "
-        f"Lab set-up {float(meta.get('setup_s', 0)):.0f} s, multipathd start "  # type: ignore[arg-type]
+        f"Lab set-up {float(meta.get('setup_s', 0)):.0f} s (udev's backlog "  # type: ignore[arg-type]
+        f"{float(meta.get('udev_drain_s', 0)):.0f} s of it), multipathd start "  # type: ignore[arg-type]
         f"{float(meta.get('multipathd_start_s', 0)):.0f} s, "  # type: ignore[arg-type]
         f"whole bench {host_s / 60:.0f} min.\n")
 

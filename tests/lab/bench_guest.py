@@ -20,7 +20,7 @@ from pathlib import Path
 from .agentrun import AGENT, KEYS, NODE_KEYS
 from .iscsi import IscsiLab
 from .peers import Multipathd, mpath_store, scsi_hex
-from .topology import settle, take_unit_attention
+from .topology import take_unit_attention
 
 STORE = "/run/bench-n1"
 RUN_BUDGET_S = 600.0  # skip an N whose projected run time is above this
@@ -56,6 +56,19 @@ def make_maps(lab: IscsiLab, node: int) -> list[str]:
     return names
 
 
+def drain_udev() -> float:
+    """Wait until udevd has worked off its whole queue; seconds waited.  The 1,024 sd and
+    512 dm devices of the set-up leave minutes of uevents behind, and udev's probe of a map
+    (blkid) reads through node1's paths: a backlog still draining while an agent runs lands
+    as bursts of commands on consecutive LUNs that no agent sent.  `settle()`'s 30 s is not
+    enough for that backlog, so this waits as long as it takes."""
+    t0 = time.monotonic()
+    r = sh(["udevadm", "settle", "-t", "3600"])
+    if r.returncode != 0:
+        raise RuntimeError(f"udevadm settle: {r.returncode} {r.stderr.strip()}")
+    return time.monotonic() - t0
+
+
 def take_unit_attentions(lab: IscsiLab, n: int) -> None:
     """Take the unit attentions the last PR changes left on every path of the first n LUNs
     (multipathd's TUR checker would), so no agent pays for another's. dm's path states do
@@ -64,7 +77,7 @@ def take_unit_attentions(lab: IscsiLab, n: int) -> None:
     for lun in lab.luns[:n]:
         for p in lun.paths.values():
             take_unit_attention(p.dev)
-    settle()
+    drain_udev()
 
 
 def target_cmds(lab: IscsiLab, n: int) -> list[int]:
@@ -142,7 +155,7 @@ def one_run(lab: IscsiLab, agent: str, n: int) -> tuple[float, float, float]:
     wall = time.monotonic() - t0
     if r.returncode != 0:
         raise RunFailed(f"rc {r.returncode}: {r.stderr.strip().splitlines()[-1:]}", wall)
-    settle()  # udev's rescans after write-opened closes hit the target too: count them
+    drain_udev()  # udev's rescans after write-opened closes hit the target too: count them
     per = [a - b for a, b in zip(target_cmds(lab, n), before, strict=True)]
     left = [i for i, lun in enumerate(lab.luns[:n]) if KEYS["node2"] in lab_keys(lun)]
     if left:
@@ -218,9 +231,10 @@ def main() -> int:
     lab = IscsiLab(luns=max(sizes), nodes=2, paths=2, size_mb=1)
     for node in (1, 2):
         lab.maps[node] = make_maps(lab, node)
-    settle()
+    udev_s = drain_udev()
     sh(["dmsetup", "mknodes"])  # without udev sync, /dev/mapper/* is not made for us
-    emit(setup_s=time.monotonic() - t0, kernel=os.uname().release)
+    emit(setup_s=time.monotonic() - t0, udev_drain_s=udev_s, kernel=os.uname().release)
+    log(f"udev's set-up backlog drained in {udev_s:.0f} s")
     log(f"lab ready in {time.monotonic() - t0:.0f} s")
     install_fence_pr()
     emit(startup="fence_pr", wall=startup([INSTALLED, "-o", "metadata"]))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .agentrun import KEYS, Node, Result
-from .topology import check_paths, dm_resume, dm_suspend, scsi_keys
+from .topology import check_paths, dm_message, dm_resume, dm_suspend, scsi_keys, sh
 
 TIMEOUT_S = 15
 # The budget starts after the agent's start (imports, udev: seconds under TCG on a busy
@@ -141,10 +141,16 @@ def _sessions_logged_in() -> bool:
 
 def test_target_stops_answering(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
     """The iSCSI target's portal group is disabled: every session goes into recovery and
-    commands queue at the initiator.  Each action must give up at its deadline."""
+    commands queue at the initiator, and node1's maps queue I/O with no path
+    (queue_if_no_path, as multipathd's `no_path_retry queue` sets).  Each action must give
+    up at its deadline: fence_pr sends nothing through a map, so dm's queueing (and its
+    CLEAR loop on ENOTCONN) cannot hold it."""
     lab = clean_iscsi
     n1, n2 = Node("node1", lab.maps[1]), Node("node2", lab.maps[2])
     assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
+    for m in n1.devices:
+        dm_message(m, "queue_if_no_path")
+        assert "queue_if_no_path" in sh("dmsetup", "status", Path(m).name), m
     lab.tpg.enable = False
     try:
         for action, target in ACTIONS:
@@ -156,6 +162,8 @@ def test_target_stops_answering(clean_iscsi) -> None:  # type: ignore[no-untyped
                 (action, r)
             assert took < BOUND_S, (action, took, r)
     finally:
+        for m in n1.devices:  # release anything queued; back to the lab's default
+            dm_message(m, "fail_if_no_path")
         lab.tpg.enable = True
         deadline = time.monotonic() + 120
         while not _sessions_logged_in():

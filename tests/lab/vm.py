@@ -88,7 +88,9 @@ def build_initrd(spec: KernelSpec) -> Path:
                 data = subprocess.run(["zstd", "-dc", str(src)], check=True,
                                       capture_output=True).stdout
             (t / "mods" / f"{name}.ko").write_bytes(data)
-        tmp_out = out.with_suffix(".tmp")
+        # Both lanes of `make lab` may build it at once on a fresh machine: each writes its
+        # own file, and the atomic replace leaves one whole initramfs either way.
+        tmp_out = out.with_name(f"{out.name}.{os.getpid()}.tmp")
         with open(tmp_out, "wb") as f:
             find = subprocess.Popen(["find", "."], cwd=t, stdout=subprocess.PIPE)
             cpio = subprocess.Popen(["cpio", "-o", "-H", "newc", "--quiet"], cwd=t,
@@ -96,7 +98,7 @@ def build_initrd(spec: KernelSpec) -> Path:
             subprocess.run(["gzip", "-1"], stdin=cpio.stdout, stdout=f, check=True)
             cpio.wait()
             find.wait()
-        tmp_out.rename(out)
+        os.replace(tmp_out, out)
     return out
 
 
