@@ -83,19 +83,17 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
 DOC_HEAD = """# Benchmark: fence_pr, fence_scsi, fence_mpath
 
 `make bench` (tests/lab/bench.py, guest side tests/lab/bench_guest.py) boots the lab once and
-fences node2 off N LUNs x 2 paths from node1 with each agent. Wall time is the agent's whole
-run, process start to exit, median of the runs shown (one run only where a run took over
-100 s; an N is not run when the agent's time at the previous N, scaled, projects over 600 s).
-SCSI commands are counted at the target: LIO's `statistics/scsi_lu/num_cmds` of the N LUNs
-before and after the run (after `udevadm settle`, so the udev rescans an agent causes by
-closing a write-opened disk count too), divided by N: the mean, and in brackets the median
-of the per-LUN counts. From 64 LUNs on, while any agent runs, a few runs of consecutive LUNs
-get a burst of 13 more commands each, all from the fencer's initiator (LIO's per-ACL
-counts; node2's initiator sends none). fence_pr's log shows no retry and no second path for
-them; their source is not identified. They move the mean, not the median, which is the
-agent's own count. Between runs node2
-is unfenced again with fence_pr and the unit attentions that left are taken (neither timed
-nor counted).
+fences node2 off N LUNs x 2 paths from node1 with each agent, all in that one run. Wall time
+is the agent's whole run, process start to exit, median of the runs shown (one run only
+where a run took over 100 s; an N is not run when the agent's time at the previous N,
+scaled, projects over 1,800 s). SCSI commands are counted at the target: LIO's
+`statistics/scsi_lu/num_cmds` of the N LUNs before and after the run, divided by N: the
+mean, and in brackets the median of the per-LUN counts. Before each count udevd's queue is
+drained completely (`udevadm settle` without the lab's usual 30 s limit), so the udev
+rescans an agent causes by closing a write-opened disk count for that agent, and the
+set-up's backlog of uevents (1,024 sd and 512 dm devices; udev's blkid probe of a map reads
+through node1's paths) counts for none. Between runs node2 is unfenced again with fence_pr
+and the unit attentions that left are taken (neither timed nor counted).
 
 The transport is iSCSI: fence_scsi and fence_mpath always send PREEMPT AND ABORT, which wedges
 LIO on tcm_loop paths (docs/kernel-behaviour.md). fence_pr runs as a distribution package
@@ -106,8 +104,7 @@ fence_mpath the dm maps. Under software emulation every process start costs abou
 on a slow real machine, which is what fence_scsi (one sg_persist or sg_turs process per
 command) and fence_mpath (one mpathpersist per command) pay per LUN. fence_mpath runs with
 multipathd managing every map, whose path checker adds its own commands to the counts during
-fence_mpath's runs. Other lab VMs shared the host's two cores during the run: absolute times
-are inflated, the ratios less so.
+fence_mpath's runs.
 
 """
 

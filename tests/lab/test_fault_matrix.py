@@ -5,6 +5,9 @@ names the device and the cause, and returns within power_timeout."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .agentrun import KEYS, Node, Result
+from .agentrun import AGENT, KEYS, NODE_KEYS, Node, Result
 from .topology import check_paths, dm_message, dm_resume, dm_suspend, scsi_keys, sh
 
 TIMEOUT_S = 15
@@ -150,16 +153,20 @@ def test_target_stops_answering(clean_iscsi) -> None:  # type: ignore[no-untyped
     assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
     for m in n1.devices:
         dm_message(m, "queue_if_no_path")
-        assert "queue_if_no_path" in sh("dmsetup", "status", Path(m).name), m
+        assert "queue_if_no_path" in sh("dmsetup", "table", Path(m).name), m
     lab.tpg.enable = False
     try:
         for action, target in ACTIONS:
             r, took = timed(n1, action, target)
             assert r.rc == 1 and "Traceback" not in r.err, (action, r)
             # A worker left stuck in the kernel still holds the node lock: a later on/off
-            # says so instead of naming the device.
-            assert any(m in r.err for m in n1.devices) or "another fence_pr" in r.err, \
-                (action, r)
+            # says so, and names the worker's state and the path devices it has open.
+            if "another fence_pr" in r.err:
+                assert "stuck in the kernel" in r.err, (action, r)
+                assert any(p.dev in r.err for lun in lab.luns
+                           for (node, _), p in lun.paths.items() if node == 1), (action, r)
+            else:
+                assert any(m in r.err for m in n1.devices), (action, r)
             assert took < BOUND_S, (action, took, r)
     finally:
         for m in n1.devices:  # release anything queued; back to the lab's default
@@ -169,3 +176,59 @@ def test_target_stops_answering(clean_iscsi) -> None:  # type: ignore[no-untyped
         while not _sessions_logged_in():
             assert time.monotonic() < deadline, "iSCSI sessions did not recover"
             time.sleep(1)
+
+
+def _lock_holder() -> int | None:
+    """The pid holding fence_pr's node lock, from /proc/locks (not from fence_pr's code)."""
+    ino = os.stat("/run/lock/fence_pr.lock").st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        f = line.split()
+        if len(f) >= 6 and f[1] == "FLOCK" and f[5].endswith(f":{ino}"):
+            return int(f[4])
+    return None
+
+
+def _states(pid: int) -> list[str]:
+    out = []
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, IndexError):
+            out.append(t.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0])
+    return out
+
+
+def test_a_worker_stuck_in_the_kernel_is_named(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
+    """An `on` whose command sleeps in iSCSI recovery keeps the node lock in its worker;
+    the next `off` waits half its budget, then names that worker, its state and the path
+    devices it has open, so the admin knows which device to look at."""
+    lab = clean_iscsi
+    n1, n2 = Node("node1", lab.maps[1]), Node("node2", lab.maps[2])
+    assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
+    lab.tpg.enable = False
+    slow = subprocess.Popen(
+        [AGENT, "-o", "on", "-n", "node1", "--devices", ",".join(n1.devices),
+         "--node_keys", NODE_KEYS, "--local_node", "node1", "--power-timeout", "100"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, holder, states = time.monotonic() + 60, None, []
+        while time.monotonic() < deadline:
+            holder = _lock_holder()
+            states = _states(holder) if holder else []
+            if "D" in states:
+                break
+            time.sleep(0.5)
+        assert holder and "D" in states, f"on's worker never slept in the kernel: {states}"
+        r, took = timed(n1, "off", "node2")
+        assert r.rc == 1 and "Traceback" not in r.err, r
+        assert f"another fence_pr on this node (process {holder}, stuck in the kernel" \
+            in r.err, r
+        mine = [p.dev for lun in lab.luns for (node, _), p in lun.paths.items() if node == 1]
+        assert any(d in r.err for d in mine), (mine, r)
+        assert took < BOUND_S, (took, r)
+    finally:
+        lab.tpg.enable = True
+        deadline = time.monotonic() + 180
+        while not _sessions_logged_in():
+            assert time.monotonic() < deadline, "iSCSI sessions did not recover"
+            time.sleep(1)
+        slow.wait(timeout=180)
+    assert per_lun(lab, KEYS["node2"]) == [2] * len(lab.luns), "the refused off changed keys"

@@ -58,3 +58,18 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path) -> None:  # type: ignore
 def test_missing_lock_directory_falls_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with node_lock(0.5, str(tmp_path / "no-such-dir" / "lock")):
         pass
+
+
+def test_the_message_names_the_holder_and_its_state(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The holder's pid and state from /proc: a worker stuck in the kernel (D) is told apart
+    from one still working.  (Naming the devices it has open is checked in the lab, on a
+    worker really stuck: tests/lab/test_fault_matrix.py.)"""
+    path = str(tmp_path / "lock")
+    p = holder(path, 30)
+    try:
+        with pytest.raises(LockTimeout) as e, node_lock(0.1, path):
+            pass
+        assert f"(process {p.pid}, waiting)" in str(e.value)
+    finally:
+        p.kill()
+        p.wait()
