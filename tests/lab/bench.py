@@ -85,7 +85,7 @@ DOC_HEAD = """# Benchmark: fence_pr, fence_scsi, fence_mpath
 `make bench` (tests/lab/bench.py, guest side tests/lab/bench_guest.py) boots the lab once and
 fences node2 off N LUNs x 2 paths from node1 with each agent, all in that one run. Wall time
 is the agent's whole run, process start to exit, median of the runs shown (one run only
-where a run took over 100 s; an N is not run when the agent's time at the previous N,
+where a run took over 150 s; an N is not run when the agent's time at the previous N,
 scaled, projects over 1,800 s). SCSI commands are counted at the target: LIO's
 `statistics/scsi_lu/num_cmds` of the N LUNs before and after the run, divided by N: the
 mean, and in brackets the median of the per-LUN counts. Before each count udevd's queue is
