@@ -89,7 +89,7 @@ where a run took over 150 s; an N is not run when the agent's time at the previo
 scaled, projects over 1,800 s). SCSI commands are counted at the target: LIO's
 `statistics/scsi_lu/num_cmds` of the N LUNs before and after the run, divided by N: the
 mean, and in brackets the median of the per-LUN counts. Before each count udevd's queue is
-drained completely (`udevadm settle` without the lab's usual 30 s limit), so the udev
+drained (`udevadm settle` for up to 300 s, not the lab's usual 30 s), so the udev
 rescans an agent causes by closing a write-opened disk count for that agent, and the
 set-up's backlog of uevents (1,024 sd and 512 dm devices; udev's blkid probe of a map reads
 through node1's paths) counts for none. Between runs node2 is unfenced again with fence_pr
