@@ -58,11 +58,11 @@ def make_maps(lab: IscsiLab, node: int) -> list[str]:
 
 
 def drain_udev() -> float:
-    """Wait until udevd has worked off its whole queue; seconds waited.  The 1,024 sd and
-    512 dm devices of the set-up leave minutes of uevents behind, and udev's probe of a map
-    (blkid) reads through node1's paths: a backlog still draining while an agent runs lands
-    as bursts of commands on consecutive LUNs that no agent sent.  `settle()`'s 30 s is not
-    enough for that backlog, so this waits as long as it takes."""
+    """Wait for udevd to work off its queue, at most DRAIN_S; seconds waited.  udev's probe
+    of a disk or map (blkid, scsi_id) sends commands through node1's paths: probes an agent
+    caused count for it, and none may fall into the next agent's count.  `settle()`'s 30 s
+    is too short for a lab of 1,024 sd and 512 dm devices; with multipathd running the queue
+    may never empty, hence the cap."""
     t0 = time.monotonic()
     r = sh(["udevadm", "settle", "-t", str(int(DRAIN_S))])
     if r.returncode != 0:
