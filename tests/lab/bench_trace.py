@@ -1,0 +1,76 @@
+"""Which SCSI commands reach LIO while fence_pr fences node2 off N LUNs, by opcode and LUN.
+
+LIO's `target_sequencer_start` tracepoint names the initiator, LUN and CDB of every
+command, so a per-LUN count above 3 can be told apart: fence_pr's PR commands or someone
+else's.  Run in the guest:
+
+    .venv/bin/python -m tests.lab.vm '.venv/bin/python -m tests.lab.bench_trace 256'
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from . import bench_guest as bg
+from .iscsi import IscsiLab
+
+TRACING = Path("/sys/kernel/tracing")
+EVENT = TRACING / "events/target/target_sequencer_start/enable"
+LINE = re.compile(r"(\S+) -> LUN (\d+) .*?CDB (\S+)")
+
+
+def traced_off(lab: IscsiLab, n: int) -> tuple[list[int], str, float]:
+    bg.unfence(lab.maps[2][:n], "node2")
+    bg.take_unit_attentions(lab, n)
+    (TRACING / "trace").write_text("")
+    EVENT.write_text("1")
+    before = bg.target_cmds(lab, n)
+    t0 = time.monotonic()
+    r = bg.sh(bg.command(lab, "fence_pr", n))
+    wall = time.monotonic() - t0
+    bg.drain_udev()
+    per = [a - b for a, b in zip(bg.target_cmds(lab, n), before, strict=True)]
+    EVENT.write_text("0")
+    if r.returncode != 0:
+        raise RuntimeError(f"fence_pr off: {r.stderr[-1000:]}")
+    return per, (TRACING / "trace").read_text(), wall
+
+
+def main() -> int:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 256
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    lab = IscsiLab(luns=n, nodes=2, paths=2, size_mb=1)
+    for node in (1, 2):
+        lab.maps[node] = bg.make_maps(lab, node)
+    print(f"udev drained in {bg.drain_udev():.2f} s", flush=True)
+    subprocess.run(["dmsetup", "mknodes"], check=False)
+    bg.install_fence_pr()
+    bg.unfence(lab.maps[1], "node1")
+    if not EVENT.exists():
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACING)], check=True)
+    (TRACING / "buffer_size_kb").write_text("65536")
+    for i in range(rounds):
+        per, trace, wall = traced_off(lab, n)
+        odd = [lun for lun, c in enumerate(per) if c != 3]
+        ops: Counter[tuple[str, str]] = Counter()
+        offsets: dict[int, list[str]] = {}
+        for m in LINE.finditer(trace):
+            initiator, lun, opcode = m.group(1).rsplit(":", 1)[-1], int(m.group(2)), m.group(3)
+            ops[(opcode, initiator)] += 1
+            if lun in odd and opcode == "28":
+                offsets.setdefault(lun, []).append(m.group(0).split("CDB ")[1][9:20])
+        print(f"round {i + 1}: {wall:.1f} s, mean {sum(per) / n:.2f} commands per LUN; "
+              f"(opcode, initiator) counts {dict(ops)}", flush=True)
+        print(f"  LUNs with a count other than 3: {[(lun, per[lun]) for lun in odd]}")
+        for lun in odd[:2]:
+            print(f"  LUN {lun} READ(10) LBA bytes: {offsets.get(lun)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
