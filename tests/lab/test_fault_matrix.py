@@ -142,6 +142,15 @@ def _sessions_logged_in() -> bool:
                for s in Path("/sys/class/iscsi_session").glob("session*/state"))
 
 
+def _target_back(lab, within_s: float) -> None:  # type: ignore[no-untyped-def]
+    """Enable the portal group again and wait for every session to log back in."""
+    lab.tpg.enable = True
+    deadline = time.monotonic() + within_s
+    while not _sessions_logged_in():
+        assert time.monotonic() < deadline, "iSCSI sessions did not recover"
+        time.sleep(1)
+
+
 def test_target_stops_answering(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
     """The iSCSI target's portal group is disabled: every session goes into recovery and
     commands queue at the initiator, and node1's maps queue I/O with no path
@@ -171,11 +180,7 @@ def test_target_stops_answering(clean_iscsi) -> None:  # type: ignore[no-untyped
     finally:
         for m in n1.devices:  # release anything queued; back to the lab's default
             dm_message(m, "fail_if_no_path")
-        lab.tpg.enable = True
-        deadline = time.monotonic() + 120
-        while not _sessions_logged_in():
-            assert time.monotonic() < deadline, "iSCSI sessions did not recover"
-            time.sleep(1)
+        _target_back(lab, within_s=120)
 
 
 def _lock_holder() -> int | None:
@@ -225,10 +230,6 @@ def test_a_worker_stuck_in_the_kernel_is_named(clean_iscsi) -> None:  # type: ig
         assert any(d in r.err for d in mine), (mine, r)
         assert took < BOUND_S, (took, r)
     finally:
-        lab.tpg.enable = True
-        deadline = time.monotonic() + 180
-        while not _sessions_logged_in():
-            assert time.monotonic() < deadline, "iSCSI sessions did not recover"
-            time.sleep(1)
+        _target_back(lab, within_s=180)
         slow.wait(timeout=180)
     assert per_lun(lab, KEYS["node2"]) == [2] * len(lab.luns), "the refused off changed keys"
