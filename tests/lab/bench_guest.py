@@ -9,12 +9,14 @@ fence_mpath always send PREEMPT AND ABORT, which wedges LIO on tcm_loop paths.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .agentrun import AGENT, KEYS, NODE_KEYS
@@ -143,22 +145,33 @@ class RunFailed(RuntimeError):
         self.wall = wall
 
 
+def counted_run(lab: IscsiLab, agent: str, n: int,
+                counting: AbstractContextManager[object] | None = None,
+                ) -> tuple[subprocess.CompletedProcess[str], float, list[int]]:
+    """Node2 unfenced again, then `agent` fences it off the first n LUNs: its result, wall
+    time and the SCSI commands each LUN received (udev's probes it caused included).
+    `counting` is entered for exactly the window the counts cover (bench_trace traces it)."""
+    unfence(lab.maps[2][:n], "node2")
+    take_unit_attentions(lab, n)
+    with counting or contextlib.nullcontext():
+        before = target_cmds(lab, n)
+        log(f"{agent} {n} LUNs: run starts")
+        t0 = time.monotonic()
+        r = sh(command(lab, agent, n))
+        wall = time.monotonic() - t0
+        log(f"{agent} {n} LUNs: exit {r.returncode} after {wall:.1f} s")
+        drain_udev()  # udev's rescans after write-opened closes hit the target: count them
+        after = target_cmds(lab, n)
+    return r, wall, [a - b for a, b in zip(after, before, strict=True)]
+
+
 def one_run(lab: IscsiLab, agent: str, n: int) -> tuple[float, float, float]:
     """(seconds, mean and median SCSI commands per LUN) for fencing node2 off the first n
     LUNs.  A LUN whose count is off the median shows where the agent retried or took
     another path."""
-    unfence(lab.maps[2][:n], "node2")
-    take_unit_attentions(lab, n)
-    before = target_cmds(lab, n)
-    log(f"{agent} {n} LUNs: run starts")
-    t0 = time.monotonic()
-    r = sh(command(lab, agent, n))
-    log(f"{agent} {n} LUNs: exit {r.returncode} after {time.monotonic() - t0:.1f} s")
-    wall = time.monotonic() - t0
+    r, wall, per = counted_run(lab, agent, n)
     if r.returncode != 0:
         raise RunFailed(f"rc {r.returncode}: {r.stderr.strip().splitlines()[-1:]}", wall)
-    drain_udev()  # udev's rescans after write-opened closes hit the target too: count them
-    per = [a - b for a, b in zip(target_cmds(lab, n), before, strict=True)]
     left = [i for i, lun in enumerate(lab.luns[:n]) if KEYS["node2"] in lab_keys(lun)]
     if left:
         raise RunFailed(f"exit 0 but node2's key still on LUN(s) {left}", wall)

@@ -9,11 +9,12 @@ else's.  Run in the guest:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import bench_guest as bg
@@ -24,18 +25,19 @@ EVENT = TRACING / "events/target/target_sequencer_start/enable"
 LINE = re.compile(r"(\S+) -> LUN (\d+) .*?CDB (\S+)")
 
 
-def traced_off(lab: IscsiLab, n: int) -> tuple[list[int], str, float]:
-    bg.unfence(lab.maps[2][:n], "node2")
-    bg.take_unit_attentions(lab, n)
+@contextlib.contextmanager
+def tracing() -> Iterator[None]:
     (TRACING / "trace").write_text("")
     EVENT.write_text("1")
-    before = bg.target_cmds(lab, n)
-    t0 = time.monotonic()
-    r = bg.sh(bg.command(lab, "fence_pr", n))
-    wall = time.monotonic() - t0
-    bg.drain_udev()
-    per = [a - b for a, b in zip(bg.target_cmds(lab, n), before, strict=True)]
-    EVENT.write_text("0")
+    try:
+        yield
+    finally:
+        EVENT.write_text("0")
+
+
+def traced_off(lab: IscsiLab, n: int) -> tuple[list[int], str, float]:
+    """bench_guest's counted run of fence_pr, traced over the window it counts."""
+    r, wall, per = bg.counted_run(lab, "fence_pr", n, tracing())
     if r.returncode != 0:
         raise RuntimeError(f"fence_pr off: {r.stderr[-1000:]}")
     return per, (TRACING / "trace").read_text(), wall
