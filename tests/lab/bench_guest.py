@@ -27,7 +27,9 @@ from .topology import take_unit_attention
 STORE = "/run/bench-n1"
 RUN_BUDGET_S = 1800.0  # skip an N whose projected run time is above this
 SLOW_RUN_S = 150.0  # one run this slow is enough to show it
-DRAIN_S = 300.0  # udev's queue with multipathd running may never empty: wait this long at most
+RUN_LIMIT_MIN_S, RUN_LIMIT_MAX_S = 600.0, 2400.0
+DRAIN_S = 60.0  # after a run: its own uevents are few; a busier queue is logged, not waited out
+SETUP_DRAIN_S = 1800.0  # the set-up's backlog: 1,024 sd and 512 dm devices, each probed
 
 
 def emit(**kw: object) -> None:
@@ -59,16 +61,21 @@ def make_maps(lab: IscsiLab, node: int) -> list[str]:
     return names
 
 
-def drain_udev() -> float:
-    """Wait for udevd to work off its queue, at most DRAIN_S; seconds waited.  udev's probe
-    of a disk or map (blkid, scsi_id) sends commands through node1's paths: probes an agent
-    caused count for it, and none may fall into the next agent's count.  `settle()`'s 30 s
-    is too short for a lab of 1,024 sd and 512 dm devices; with multipathd running the queue
-    may never empty, hence the cap."""
+UDEV_QUEUE = Path("/run/udev/queue")  # udevd keeps this file while any uevent is unfinished
+
+
+def drain_udev(cap_s: float = DRAIN_S) -> float:
+    """Wait for udevd to work off its queue, at most cap_s; seconds waited.  udev's probe of
+    a disk or map (blkid, scsi_id) sends commands through node1's paths: probes an agent
+    caused count for it, and none may fall into the next agent's count.  `udevadm settle`
+    alone is not enough: when udevd is too busy to answer its control socket (the set-up's
+    1,536 devices) it returns 0 at once, so the queue file is watched as well."""
     t0 = time.monotonic()
-    r = sh(["udevadm", "settle", "-t", str(int(DRAIN_S))])
-    if r.returncode != 0:
-        log(f"udev still busy after {DRAIN_S:.0f} s (counts may include its probes)")
+    sh(["udevadm", "settle", "-t", str(int(cap_s))])
+    while UDEV_QUEUE.exists() and time.monotonic() - t0 < cap_s:
+        time.sleep(0.5)
+    if UDEV_QUEUE.exists():
+        log(f"udev still busy after {cap_s:.0f} s (counts may include its probes)")
     return time.monotonic() - t0
 
 
@@ -146,7 +153,7 @@ class RunFailed(RuntimeError):
 
 
 def counted_run(lab: IscsiLab, agent: str, n: int,
-                counting: AbstractContextManager[object] | None = None,
+                counting: AbstractContextManager[object] | None = None, limit_s: float = 3600,
                 ) -> tuple[subprocess.CompletedProcess[str], float, list[int]]:
     """Node2 unfenced again, then `agent` fences it off the first n LUNs: its result, wall
     time and the SCSI commands each LUN received (udev's probes it caused included).
@@ -157,7 +164,7 @@ def counted_run(lab: IscsiLab, agent: str, n: int,
         before = target_cmds(lab, n)
         log(f"{agent} {n} LUNs: run starts")
         t0 = time.monotonic()
-        r = sh(command(lab, agent, n))
+        r = sh(command(lab, agent, n), timeout=limit_s)
         wall = time.monotonic() - t0
         log(f"{agent} {n} LUNs: exit {r.returncode} after {wall:.1f} s")
         drain_udev()  # udev's rescans after write-opened closes hit the target: count them
@@ -165,11 +172,11 @@ def counted_run(lab: IscsiLab, agent: str, n: int,
     return r, wall, [a - b for a, b in zip(after, before, strict=True)]
 
 
-def one_run(lab: IscsiLab, agent: str, n: int) -> tuple[float, float, float]:
+def one_run(lab: IscsiLab, agent: str, n: int, limit_s: float) -> tuple[float, float, float]:
     """(seconds, mean and median SCSI commands per LUN) for fencing node2 off the first n
     LUNs.  A LUN whose count is off the median shows where the agent retried or took
     another path."""
-    r, wall, per = counted_run(lab, agent, n)
+    r, wall, per = counted_run(lab, agent, n, limit_s=limit_s)
     if r.returncode != 0:
         raise RunFailed(f"rc {r.returncode}: {r.stderr.strip().splitlines()[-1:]}", wall)
     left = [i for i, lun in enumerate(lab.luns[:n]) if KEYS["node2"] in lab_keys(lun)]
@@ -202,17 +209,25 @@ def bench_agent(lab: IscsiLab, agent: str, sizes: list[int], runs: int) -> None:
                  f"from {prev[0]} LUNs (budget {RUN_BUDGET_S:.0f} s)")
             log(f"{agent} {n} LUNs: skipped (projected)")
             continue
+        # A run that hangs is killed at 3x its projection: a result, not a stalled bench.
+        limit_s = min(RUN_LIMIT_MAX_S, max(RUN_LIMIT_MIN_S, 3 * prev[1] * n / prev[0])) if prev \
+            else RUN_LIMIT_MAX_S
         walls, cmds, medians, failed = [], [], [], []
         for i in range(runs):
             try:
-                wall, per_lun, median = one_run(lab, agent, n)
+                wall, per_lun, median = one_run(lab, agent, n, limit_s)
             except RunFailed as e:
                 log(f"{agent} {n} LUNs run {i + 1} failed after {e.wall:.1f} s: {e}")
                 failed.append({"wall": e.wall, "why": str(e)[:300]})
                 if e.wall > SLOW_RUN_S:
                     break
                 continue
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
+            except subprocess.TimeoutExpired:
+                log(f"{agent} {n} LUNs run {i + 1}: killed after {limit_s:.0f} s")
+                emit(agent=agent, luns=n, skipped=f"no result: run {i + 1} had not ended after "
+                     f"{limit_s:.0f} s (3x the projection) and was killed")
+                return
+            except RuntimeError as e:
                 log(f"{agent} {n} LUNs: {e}")
                 emit(agent=agent, luns=n, skipped=f"lab error: {str(e)[:300]}")
                 return
@@ -246,7 +261,7 @@ def main() -> int:
     lab = IscsiLab(luns=max(sizes), nodes=2, paths=2, size_mb=1)
     for node in (1, 2):
         lab.maps[node] = make_maps(lab, node)
-    udev_s = drain_udev()
+    udev_s = drain_udev(SETUP_DRAIN_S)
     sh(["dmsetup", "mknodes"])  # without udev sync, /dev/mapper/* is not made for us
     emit(setup_s=time.monotonic() - t0, udev_drain_s=udev_s, kernel=os.uname().release)
     log(f"udev's set-up backlog drained in {udev_s:.0f} s")
@@ -271,7 +286,8 @@ def main() -> int:
             emit(agent="fence_mpath", luns=sizes[0], skipped=f"multipathd: {e}")
             emit(total_s=time.monotonic() - t0)
             return 0
-        emit(multipathd_start_s=time.monotonic() - t1)
+        emit(multipathd_start_s=time.monotonic() - t1,
+             udev_drain_s=drain_udev(SETUP_DRAIN_S))  # its take-over reloads every map
         try:
             mpath_store(STORE, lab.maps[1], KEYS["node1"])
             bench_agent(lab, "fence_mpath", sizes, a.runs)

@@ -13,6 +13,7 @@ import contextlib
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,23 +24,43 @@ from .iscsi import IscsiLab
 TRACING = Path("/sys/kernel/tracing")
 EVENT = TRACING / "events/target/target_sequencer_start/enable"
 LINE = re.compile(r"(\S+) -> LUN (\d+) .*?CDB (\S+)")
+STAMP = re.compile(r" ([\d.]+): target_sequencer_start: (\S+) -> LUN (\d+) .*?CDB (\S+)")
+
+
+UEVENT = re.compile(r"^(KERNEL|UDEV) *\[([\d.]+)\] (\w+) +(\S+)", re.M)
 
 
 @contextlib.contextmanager
-def tracing() -> Iterator[None]:
+def tracing(uevents: list[str]) -> Iterator[None]:
+    """LIO's tracepoint and udevadm's uevent monitor over the window, on one clock
+    (CLOCK_MONOTONIC), so a probe's READs can be put after the uevent that caused them."""
+    (TRACING / "trace_clock").write_text("mono")
     (TRACING / "trace").write_text("")
+    mon = subprocess.Popen(["udevadm", "monitor", "--kernel", "--udev", "-s", "block"],
+                           stdout=subprocess.PIPE, text=True)
     EVENT.write_text("1")
     try:
         yield
     finally:
         EVENT.write_text("0")
+        mon.terminate()
+        uevents.append(mon.communicate()[0])
 
 
 def traced_off(lab: IscsiLab, n: int) -> tuple[list[int], str, float]:
     """bench_guest's counted run of fence_pr, traced over the window it counts."""
-    r, wall, per = bg.counted_run(lab, "fence_pr", n, tracing())
+    uevents: list[str] = []
+    t0 = time.monotonic()
+    r, wall, per = bg.counted_run(lab, "fence_pr", n, tracing(uevents))
     if r.returncode != 0:
         raise RuntimeError(f"fence_pr off: {r.stderr[-1000:]}")
+    seen = UEVENT.findall("".join(uevents))
+    kinds = Counter((src, action, Path(dev).name.rstrip("0123456789"))
+                    for src, _, action, dev in seen)
+    print(f"  window opened at {t0:.2f} (monotonic s); uevents in it (source, action, "
+          f"device kind): {dict(kinds)}")
+    for src, ts, action, dev in seen[:12]:
+        print(f"    {float(ts) - t0:+8.2f} s {src} {action} {dev}")
     return per, (TRACING / "trace").read_text(), wall
 
 
@@ -49,7 +70,7 @@ def main() -> int:
     lab = IscsiLab(luns=n, nodes=2, paths=2, size_mb=1)
     for node in (1, 2):
         lab.maps[node] = bg.make_maps(lab, node)
-    print(f"udev drained in {bg.drain_udev():.2f} s", flush=True)
+    print(f"udev drained in {bg.drain_udev(bg.SETUP_DRAIN_S):.2f} s", flush=True)
     subprocess.run(["dmsetup", "mknodes"], check=False)
     bg.install_fence_pr()
     bg.unfence(lab.maps[1], "node1")
@@ -71,6 +92,10 @@ def main() -> int:
         print(f"  LUNs with a count other than 3: {[(lun, per[lun]) for lun in odd]}")
         for lun in odd[:2]:
             print(f"  LUN {lun} READ(10) LBA bytes: {offsets.get(lun)}", flush=True)
+        reads = [float(m.group(1)) for m in STAMP.finditer(trace)
+                 if int(m.group(3)) in odd and m.group(4).startswith("28")]
+        if reads:
+            print(f"  those READs from {min(reads):.2f} to {max(reads):.2f} (monotonic s)")
     return 0
 
 
