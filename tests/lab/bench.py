@@ -38,7 +38,10 @@ def cmds(r: dict[str, object]) -> str:
 def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
     runs = {(r["agent"], r["luns"]): r for r in results if "agent" in r}
     sizes = sorted({int(r["luns"]) for r in results if "luns" in r})  # type: ignore[call-overload]
-    meta = {k: v for r in results for k, v in r.items() if k not in ("agent", "luns")}
+    meta = {k: v for r in results for k, v in r.items() if k not in ("agent", "luns")
+            and not ("multipathd_start_s" in r and k == "udev_drain_s")}
+    mpd_drain = next((float(r["udev_drain_s"]) for r in results  # type: ignore[arg-type]
+                      if "multipathd_start_s" in r and "udev_drain_s" in r), None)
     startup = {str(r["startup"]): float(r["wall"]) for r in results  # type: ignore[arg-type]
                if "startup" in r}
     lines = [
@@ -76,7 +79,9 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
         "dm-multipath map per LUN per node (multipathd takes them over for fence_mpath only). "
         f"Lab set-up {float(meta.get('setup_s', 0)):.0f} s (udev's backlog "  # type: ignore[arg-type]
         f"{float(meta.get('udev_drain_s', 0)):.0f} s of it), multipathd start "  # type: ignore[arg-type]
-        f"{float(meta.get('multipathd_start_s', 0)):.0f} s, "  # type: ignore[arg-type]
+        f"{float(meta.get('multipathd_start_s', 0)):.0f} s"  # type: ignore[arg-type]
+        + (f" (then udev's backlog from its take-over of the maps {mpd_drain:.0f} s)"
+           if mpd_drain is not None else "") + ", "
         f"whole bench {host_s / 60:.0f} min.\n")
 
 
@@ -89,11 +94,15 @@ where a run took over 150 s; an N is not run when the agent's time at the previo
 scaled, projects over 1,800 s). SCSI commands are counted at the target: LIO's
 `statistics/scsi_lu/num_cmds` of the N LUNs before and after the run, divided by N: the
 mean, and in brackets the median of the per-LUN counts. Before each count udevd's queue is
-drained (`udevadm settle` for up to 300 s, not the lab's usual 30 s), so the udev
-rescans an agent causes by closing a write-opened disk count for that agent, and the
-set-up's backlog of uevents (1,024 sd and 512 dm devices; udev's blkid probe of a map reads
-through node1's paths) counts for none. Between runs node2 is unfenced again with fence_pr
-and the unit attentions that left are taken (neither timed nor counted).
+drained: `udevadm settle`, then waiting until udevd's queue file /run/udev/queue is gone (up
+to 60 s after a run, up to 30 min for a set-up's backlog). So the udev rescans an agent
+causes count for that agent, and the set-up's backlog of uevents (1,024 sd and 512 dm
+devices, whose blkid probes read through node1's paths; multipathd's take-over of the 512
+maps) counts for none. `udevadm settle` alone does not do this: while udevd is too busy to
+answer its control socket, settle returns 0 at once. A run that has not ended after 3x its
+projection from the previous N (at least 10 min, at most 40) is killed and reported.
+Between runs node2 is unfenced again with fence_pr and the unit attentions that left are
+taken (neither timed nor counted).
 
 The transport is iSCSI: fence_scsi and fence_mpath always send PREEMPT AND ABORT, which wedges
 LIO on tcm_loop paths (docs/kernel-behaviour.md). fence_pr runs as a distribution package
