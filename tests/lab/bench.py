@@ -95,7 +95,7 @@ scaled, projects over 1,800 s). SCSI commands are counted at the target: LIO's
 `statistics/scsi_lu/num_cmds` of the N LUNs before and after the run, divided by N: the
 mean, and in brackets the median of the per-LUN counts. Before each count udevd's queue is
 drained: `udevadm settle`, then waiting until udevd's queue file /run/udev/queue is gone (up
-to 60 s after a run, up to 30 min for a set-up's backlog). So the udev rescans an agent
+to 10 min before a run, 60 s after it, 30 min for a set-up's backlog). So the udev rescans an agent
 causes count for that agent, and the set-up's backlog of uevents (1,024 sd and 512 dm
 devices, whose blkid probes read through node1's paths; multipathd's take-over of the 512
 maps) counts for none. `udevadm settle` alone does not do this: while udevd is too busy to

@@ -29,6 +29,7 @@ RUN_BUDGET_S = 1800.0  # skip an N whose projected run time is above this
 SLOW_RUN_S = 150.0  # one run this slow is enough to show it
 RUN_LIMIT_MIN_S, RUN_LIMIT_MAX_S = 600.0, 2400.0
 DRAIN_S = 60.0  # after a run: its own uevents are few; a busier queue is logged, not waited out
+PRE_RUN_DRAIN_S = 600.0
 SETUP_DRAIN_S = 1800.0  # the set-up's backlog: 1,024 sd and 512 dm devices, each probed
 
 
@@ -87,7 +88,9 @@ def take_unit_attentions(lab: IscsiLab, n: int) -> None:
     for lun in lab.luns[:n]:
         for p in lun.paths.values():
             take_unit_attention(p.dev)
-    drain_udev()
+    # The timed run starts with udev idle: at 256 LUNs, node2's re-unfencing kept udev busy
+    # for over 60 s, and fence_pr runs that started then took 2x as long (10.1 s against 4.8).
+    drain_udev(PRE_RUN_DRAIN_S)
 
 
 def target_cmds(lab: IscsiLab, n: int) -> list[int]:
