@@ -57,8 +57,8 @@ def traced_off(lab: IscsiLab, n: int) -> tuple[list[int], str, float]:
     seen = UEVENT.findall("".join(uevents))
     kinds = Counter((src, action, Path(dev).name.rstrip("0123456789"))
                     for src, _, action, dev in seen)
-    print(f"  window opened at {t0:.2f} (monotonic s); uevents in it (source, action, "
-          f"device kind): {dict(kinds)}")
+    print(f"  unfence, then counted window, from {t0:.2f} (monotonic s); uevents in the window "
+          f"(source, action, device kind): {dict(kinds)}")
     for src, ts, action, dev in seen[:12]:
         print(f"    {float(ts) - t0:+8.2f} s {src} {action} {dev}")
     return per, (TRACING / "trace").read_text(), wall
