@@ -38,10 +38,8 @@ def cmds(r: dict[str, object]) -> str:
 def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
     runs = {(r["agent"], r["luns"]): r for r in results if "agent" in r}
     sizes = sorted({int(r["luns"]) for r in results if "luns" in r})  # type: ignore[call-overload]
-    meta = {k: v for r in results for k, v in r.items() if k not in ("agent", "luns")
-            and not ("multipathd_start_s" in r and k == "udev_drain_s")}
-    mpd_drain = next((float(r["udev_drain_s"]) for r in results  # type: ignore[arg-type]
-                      if "multipathd_start_s" in r and "udev_drain_s" in r), None)
+    meta = {k: v for r in results for k, v in r.items() if k not in ("agent", "luns")}
+    mpd_drain = meta.get("multipathd_udev_drain_s")
     startup = {str(r["startup"]): float(r["wall"]) for r in results  # type: ignore[arg-type]
                if "startup" in r}
     lines = [
@@ -80,7 +78,7 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
         f"Lab set-up {float(meta.get('setup_s', 0)):.0f} s (udev's backlog "  # type: ignore[arg-type]
         f"{float(meta.get('udev_drain_s', 0)):.0f} s of it), multipathd start "  # type: ignore[arg-type]
         f"{float(meta.get('multipathd_start_s', 0)):.0f} s"  # type: ignore[arg-type]
-        + (f" (then udev's backlog from its take-over of the maps {mpd_drain:.0f} s)"
+        + (f" (then udev's backlog from its take-over of the maps {float(mpd_drain):.0f} s)"  # type: ignore[arg-type]
            if mpd_drain is not None else "") + ", "
         f"whole bench {host_s / 60:.0f} min.\n")
 

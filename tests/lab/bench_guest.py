@@ -289,8 +289,8 @@ def main() -> int:
             emit(agent="fence_mpath", luns=sizes[0], skipped=f"multipathd: {e}")
             emit(total_s=time.monotonic() - t0)
             return 0
-        emit(multipathd_start_s=time.monotonic() - t1,
-             udev_drain_s=drain_udev(SETUP_DRAIN_S))  # its take-over reloads every map
+        emit(multipathd_start_s=time.monotonic() - t1,  # its take-over reloads every map
+             multipathd_udev_drain_s=drain_udev(SETUP_DRAIN_S))
         try:
             mpath_store(STORE, lab.maps[1], KEYS["node1"])
             bench_agent(lab, "fence_mpath", sizes, a.runs)

@@ -17,17 +17,41 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from . import bench_guest as bg
 from .iscsi import IscsiLab
 
 TRACING = Path("/sys/kernel/tracing")
 EVENT = TRACING / "events/target/target_sequencer_start/enable"
-LINE = re.compile(r"(\S+) -> LUN (\d+) .*?CDB (\S+)")
-STAMP = re.compile(r" ([\d.]+): target_sequencer_start: (\S+) -> LUN (\d+) .*?CDB (\S+)")
+# TP_printk of include/trace/events/target.h: "%s -> LUN %03u tag ... CDB %s  (TA:..."
+# with the CDB as space-separated hex bytes.
+COMMAND = re.compile(r" ([\d.]+): target_sequencer_start: (\S+) -> LUN (\d+) .*?"
+                     r"CDB ((?:[0-9a-f]{2} ?)+)")
 
 
 UEVENT = re.compile(r"^(KERNEL|UDEV) *\[([\d.]+)\] (\w+) +(\S+)", re.M)
+
+
+class Command(NamedTuple):
+    stamp: float
+    initiator: str  # the IQN's last part: node1 or node2
+    lun: int
+    cdb: bytes
+
+    @property
+    def opcode(self) -> str:
+        return f"{self.cdb[0]:02x}"
+
+    @property
+    def lba(self) -> int:
+        """READ(10)'s LBA: which block a probe read tells who sent it (blkid's offsets)."""
+        return int.from_bytes(self.cdb[2:6], "big")
+
+
+def commands(trace: str) -> list[Command]:
+    return [Command(float(m[1]), m[2].rsplit(":", 1)[-1], int(m[3]), bytes.fromhex(m[4]))
+            for m in COMMAND.finditer(trace)]
 
 
 @contextlib.contextmanager
@@ -80,22 +104,18 @@ def main() -> int:
     for i in range(rounds):
         per, trace, wall = traced_off(lab, n)
         odd = [lun for lun, c in enumerate(per) if c != 3]
-        ops: Counter[tuple[str, str]] = Counter()
-        offsets: dict[int, list[str]] = {}
-        for m in LINE.finditer(trace):
-            initiator, lun, opcode = m.group(1).rsplit(":", 1)[-1], int(m.group(2)), m.group(3)
-            ops[(opcode, initiator)] += 1
-            if lun in odd and opcode == "28":
-                offsets.setdefault(lun, []).append(m.group(0).split("CDB ")[1][9:20])
+        seen = commands(trace)
+        ops = Counter((c.opcode, c.initiator) for c in seen)
+        reads = [c for c in seen if c.lun in odd and c.opcode == "28"]
         print(f"round {i + 1}: {wall:.1f} s, mean {sum(per) / n:.2f} commands per LUN; "
               f"(opcode, initiator) counts {dict(ops)}", flush=True)
         print(f"  LUNs with a count other than 3: {[(lun, per[lun]) for lun in odd]}")
         for lun in odd[:2]:
-            print(f"  LUN {lun} READ(10) LBA bytes: {offsets.get(lun)}", flush=True)
-        reads = [float(m.group(1)) for m in STAMP.finditer(trace)
-                 if int(m.group(3)) in odd and m.group(4).startswith("28")]
+            print(f"  LUN {lun} READ(10) LBAs: {[c.lba for c in reads if c.lun == lun]}",
+                  flush=True)
         if reads:
-            print(f"  those READs from {min(reads):.2f} to {max(reads):.2f} (monotonic s)")
+            print(f"  those READs from {min(c.stamp for c in reads):.2f} to "
+                  f"{max(c.stamp for c in reads):.2f} (monotonic s)")
     return 0
 
 

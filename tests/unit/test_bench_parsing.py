@@ -1,0 +1,55 @@
+"""The bench's host- and guest-side parsers: LIO's trace lines and the table's inputs."""
+
+from __future__ import annotations
+
+from tests.lab.bench import table
+from tests.lab.bench_trace import commands
+
+# Two lines as the kernel's ftrace prints target_sequencer_start (TP_printk in
+# include/trace/events/target.h), plus one from another event that must not count.
+PREFIX = " kworker/0:1-88   [000] .....  "
+TRACE = "\n".join([
+    PREFIX + "335.742311: target_sequencer_start: iqn.2026-11.org.lab:node1 -> LUN 005 tag 0x2"
+    " PERSISTENT_RESERVE_OUT data_length     24  CDB 5f 04 00 00 00 00 00 00 18 00 00 00 00"
+    " 00 00 00  (TA:SIMPLE C:00)",
+    PREFIX + "336.001200: target_sequencer_start: iqn.2026-11.org.lab:node2 -> LUN 017 tag 0x9"
+    " READ_10 data_length   4096  CDB 28 00 00 01 ff f8 00 00 08 00 00 00 00 00 00 00"
+    "  (TA:SIMPLE C:00)",
+    PREFIX + "336.001900: target_cmd_complete: iqn.2026-11.org.lab:node2 <- LUN 017 status GOOD",
+]) + "\n"
+
+
+def test_trace_lines_become_commands() -> None:
+    pr_out, read = commands(TRACE)
+    assert (pr_out.initiator, pr_out.lun, pr_out.opcode) == ("node1", 5, "5f")
+    assert pr_out.cdb[1] == 0x04  # PREEMPT AND ABORT's service action
+    assert (read.stamp, read.initiator, read.lun, read.opcode) == (336.0012, "node2", 17, "28")
+    assert read.lba == 0x1FFF8
+    assert len(read.cdb) == 16
+
+
+def results(mpd_drain: dict[str, float]) -> list[dict[str, object]]:
+    return [
+        {"setup_s": 1220.0, "udev_drain_s": 1010.0, "kernel": "7.3.4"},
+        {"startup": "fence_pr", "wall": 0.73},
+        {"agent": "fence_pr", "luns": 16, "runs": 3, "wall": 1.4, "cmds_per_lun": 3.0,
+         "cmds_median": 3},
+        {"agent": "fence_scsi", "luns": 16, "runs": 3, "wall": 17.5, "cmds_per_lun": 14.0},
+        {"multipathd_start_s": 250.0, **mpd_drain},
+    ]
+
+
+def test_table_reports_both_udev_drains_from_their_own_keys() -> None:
+    text = table(results({"multipathd_udev_drain_s": 955.0}), "7.3", 5400.0)
+    assert "| 16 | fence_scsi | 17.50 s | 3 | 12.5x | 14.0 |" in text
+    assert "| 16 | fence_pr | 1.40 s | 3 | 1.0x | 3.0 (3) |" in text
+    assert "Lab set-up 1220 s (udev's backlog 1010 s of it)" in text
+    assert "multipathd start 250 s (then udev's backlog from its take-over of the maps 955 s)" \
+        in text
+    assert "kernel 7.3.4" in text and "whole bench 90 min" in text
+
+
+def test_table_without_a_multipathd_drain_says_nothing_of_it() -> None:
+    text = table(results({}), "7.3", 5400.0)
+    assert "Lab set-up 1220 s (udev's backlog 1010 s of it)" in text
+    assert "take-over" not in text
