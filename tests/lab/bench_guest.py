@@ -88,8 +88,9 @@ def take_unit_attentions(lab: IscsiLab, n: int) -> None:
     for lun in lab.luns[:n]:
         for p in lun.paths.values():
             take_unit_attention(p.dev)
-    # The timed run starts with udev idle: at 256 LUNs, node2's re-unfencing kept udev busy
-    # for over 60 s, and fence_pr runs that started then took 2x as long (10.1 s against 4.8).
+    # The timed run starts with udev idle: at 256 LUNs the last run's key check (lab_keys:
+    # sg_persist opens read-write, so udev re-probes each LUN, tests/lab/bench_udev.py) kept
+    # udev busy for over 60 s, and fence_pr runs that started then took 2x as long.
     drain_udev(PRE_RUN_DRAIN_S)
 
 
