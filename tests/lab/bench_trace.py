@@ -45,7 +45,7 @@ class Command(NamedTuple):
 
     @property
     def lba(self) -> int:
-        """READ(10)'s LBA: which block a probe read tells who sent it (blkid's offsets)."""
+        """READ(10)'s LBA: the blocks read tell a blkid probe (its fixed offsets) apart."""
         return int.from_bytes(self.cdb[2:6], "big")
 
 
