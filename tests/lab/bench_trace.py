@@ -55,20 +55,30 @@ def commands(trace: str) -> list[Command]:
 
 
 @contextlib.contextmanager
+def monitoring(uevents: list[str]) -> Iterator[None]:
+    """udevadm's monitor of block uevents, the kernel's and udevd's, over the window; its
+    output (lines UEVENT parses) is appended to uevents at the end."""
+    mon = subprocess.Popen(["udevadm", "monitor", "--kernel", "--udev", "-s", "block"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        yield
+    finally:
+        mon.terminate()
+        uevents.append(mon.communicate()[0])
+
+
+@contextlib.contextmanager
 def tracing(uevents: list[str]) -> Iterator[None]:
     """LIO's tracepoint and udevadm's uevent monitor over the window, on one clock
     (CLOCK_MONOTONIC), so a probe's READs can be put after the uevent that caused them."""
     (TRACING / "trace_clock").write_text("mono")
     (TRACING / "trace").write_text("")
-    mon = subprocess.Popen(["udevadm", "monitor", "--kernel", "--udev", "-s", "block"],
-                           stdout=subprocess.PIPE, text=True)
-    EVENT.write_text("1")
-    try:
-        yield
-    finally:
-        EVENT.write_text("0")
-        mon.terminate()
-        uevents.append(mon.communicate()[0])
+    with monitoring(uevents):
+        EVENT.write_text("1")
+        try:
+            yield
+        finally:
+            EVENT.write_text("0")
 
 
 def traced_off(lab: IscsiLab, n: int) -> tuple[list[int], str, float]:

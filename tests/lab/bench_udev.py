@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from . import bench_guest as bg
+from .bench_trace import UEVENT, monitoring
 from .iscsi import IscsiLab
 from .topology import take_unit_attention
 
@@ -25,15 +26,14 @@ def window(lab: IscsiLab, name: str, action: Callable[[], object]) -> None:
     """`action` with udev idle before and after: its change uevents and commands per LUN."""
     bg.drain_udev(120)
     before = bg.target_cmds(lab, N)
-    mon = subprocess.Popen(["udevadm", "monitor", "--kernel", "-s", "block"],
-                           stdout=subprocess.PIPE, text=True)
-    time.sleep(1)  # the monitor is listening
-    action()
-    time.sleep(3)  # inotify's change uevents are queued
-    bg.drain_udev(120)
-    mon.terminate()
-    changes = [line.split()[-2] for line in mon.communicate()[0].splitlines()
-               if " change " in line]
+    uevents: list[str] = []
+    with monitoring(uevents):
+        time.sleep(1)  # the monitor is listening
+        action()
+        time.sleep(3)  # inotify's change uevents are queued
+        bg.drain_udev(120)
+    changes = [dev for src, _, kind, dev in UEVENT.findall("".join(uevents))
+               if src == "KERNEL" and kind == "change"]
     after = bg.target_cmds(lab, N)
     print(f"{name}: {len(changes)} change uevents; commands per LUN "
           f"{[a - b for a, b in zip(after, before, strict=True)]}", flush=True)
