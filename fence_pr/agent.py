@@ -1,180 +1,38 @@
-"""Pacemaker glue: fencing.py's options and metadata, then plan -> actions -> exit code.
+"""fence_pr's entry point: the documents from docs.py, everything else through fencing.py.
 
-Knows nothing about struct layouts or sysfs.  The plan and the engine (pyudev, tenacity)
-are imported only once an action needs them: `metadata`, `--help` and bad options are
-answered without them, and Pacemaker runs `metadata` often.
+`metadata`, `manpage`, `-h` and `-V` are answered from files the build made, with nothing
+imported but this module and docs.py: pacemaker-fenced runs `metadata` on every device
+registration with a fixed 10 s timeout, and fencing.py (pexpect, pycurl), the plan and the
+engine (pyudev, tenacity) take most of a second to import on a slow or busy machine.
 """
 
 from __future__ import annotations
 
-import atexit
-import io
-import logging
 import os
 import sys
-from collections.abc import Callable
 
-sys.path.append("/usr/share/fence")
-from fencing import (
-    all_opt,
-    atexit_handler,
-    check_input,
-    fence_action,
-    process_input,
-    run_delay,
-    show_docs,
-)
-
-from .bounded import EXIT_FAIL, run_bounded
-
-DEVICE_OPT = ["no_login", "no_password", "devices", "nodename", "port", "no_port", "key",
-              "key_value", "node_keys", "local_node", "reservation_type", "fabric_fencing",
-              "on_target", "force_on", "corosync_cmap_path", "logfile", "separator"]
-
-DOCS = {
-    "shortdesc": "Fence agent for persistent reservations through linux/pr.h (SCSI, NVMe, "
-                 "dm-multipath)",
-    "longdesc": "fence_pr cuts a failed node off shared storage by removing its persistent "
-                "reservation key with the kernel's linux/pr.h ioctls, which work for SCSI "
-                "disks, NVMe namespaces and dm-multipath maps alike and need no CAP_SYS_RAWIO. "
-                "Each node registers its own 64-bit key (on: unfencing, run by each node on "
-                "itself) on every path of every device, and one node holds a Write Exclusive "
-                "Registrants Only reservation; off preempts and aborts the victim's key. "
-                "On multipath maps fence_pr registers each path itself, because the kernel's "
-                "dm-multipath registration is all-or-nothing, and verifies every result by "
-                "reading the keys back. Devices are handled in WWID order, the first one alone "
-                "(the arbiter) and the rest in parallel.",
-    "vendorurl": "https://www.kernel.org/doc/html/latest/block/pr.html",
-}
+from . import docs
 
 
-def define_options() -> None:
-    all_opt["devices"] = {
-        "getopt": "d:", "longopt": "devices",
-        "help": "-d, --devices=[devices]        Comma-separated list of devices: /dev/sdX, "
-                "/dev/nvmeXnY, /dev/mapper/NAME, /dev/disk/by-id/... or a WWID",
-        "required": "0",
-        "shortdesc": "List of devices to use for the current operation. Without it, the "
-                     "physical volumes of shared LVM volume groups are used.",
-        "order": 1}
-    all_opt["nodename"] = {
-        "getopt": ":", "longopt": "nodename", "required": "0",
-        "help": "--nodename=[nodename]          Name of the node to be fenced (as port/plug)",
-        "shortdesc": "Name of the node to be fenced (same as port; Pacemaker sends both).",
-        "order": 1}
-    all_opt["key"] = {
-        "getopt": "k:", "longopt": "key", "required": "0",
-        "help": "-k, --key=[key]                Key of the target node (hex); overrides "
-                "derivation",
-        "shortdesc": "Reservation key of the node the operation applies to, in hex.",
-        "order": 1}
-    all_opt["key_value"] = {
-        "getopt": ":", "longopt": "key_value", "required": "0",
-        "help": "--key_value=<nodeid|id|hash>   How keys are derived from corosync: nodeid "
-                "(default), or fence_scsi's id/hash",
-        "shortdesc": "Key derivation: nodeid (cluster name hash + corosync node ID), or id / "
-                     "hash for exactly fence_scsi's keys (migration).",
-        "default": "nodeid", "choices": ["nodeid", "id", "hash"], "order": 1}
-    all_opt["node_keys"] = {
-        "getopt": ":", "longopt": "node_keys", "required": "0",
-        "help": "--node_keys=[n1=k1,n2=k2]      Explicit per-node keys (no corosync needed)",
-        "shortdesc": "Explicit keys for every node, as name=hexkey pairs separated by commas.",
-        "order": 2}
-    all_opt["local_node"] = {
-        "getopt": ":", "longopt": "local_node", "required": "0",
-        "help": "--local_node=[name]            This node's name (default: from corosync, "
-                "else the host name)",
-        "shortdesc": "Name of the node this agent runs on.",
-        "order": 2}
-    all_opt["reservation_type"] = {
-        "getopt": ":", "longopt": "reservation_type", "required": "0",
-        "help": "--reservation_type=[1-6]       pr.h reservation type (3: Write Exclusive "
-                "Registrants Only)",
-        "shortdesc": "Reservation type in linux/pr.h numbering; 3 is fence_scsi's SCSI "
-                     "type 5.",
-        "default": "3", "choices": ["1", "2", "3", "4", "5", "6"], "order": 2}
-    all_opt["logfile"] = {
-        "getopt": ":", "longopt": "logfile", "required": "0",
-        "help": "-f, --logfile                  Log output (stdout and stderr) to file",
-        "shortdesc": "Log output (stdout and stderr) to file", "order": 5}
-    all_opt["corosync_cmap_path"] = {
-        "getopt": ":", "longopt": "corosync-cmap-path", "required": "0",
-        "help": "--corosync-cmap-path=[path]    Path to corosync-cmapctl binary",
-        "shortdesc": "Path to corosync-cmapctl binary",
-        "default": "/usr/sbin/corosync-cmapctl", "order": 200}
-
-
-def _valid_text() -> None:
-    """Bytes that are not UTF-8 become U+FFFD before fencing.py sees them: it logs bad
-    values to syslog, which cannot encode Python's surrogate escapes (a traceback).  The
-    replaced value is then refused like any other unknown one."""
-    sys.argv = [os.fsencode(a).decode("utf-8", "replace") for a in sys.argv]
-    if isinstance(sys.stdin, io.TextIOWrapper):
-        sys.stdin.reconfigure(errors="replace")
+def _read_stdin() -> str:
+    """All of stdin, as fencing.py would read it, with bytes that are not UTF-8 as U+FFFD:
+    fencing.py logs bad values to syslog, which cannot encode Python's surrogate escapes
+    (a traceback).  The replaced value is then refused like any other unknown one."""
+    data = sys.stdin.buffer.read() if sys.stdin is not None else b""
+    return data.decode("utf-8", "replace")
 
 
 def main() -> None:
-    _valid_text()
-    atexit.register(atexit_handler)
-    define_options()
-    all_opt["port"]["help"] = "-n, --plug=[nodename]          Name of the node to be fenced"
-    all_opt["port"]["shortdesc"] = "Name of the node to be fenced or unfenced."
-    options = check_input(DEVICE_OPT, process_input(DEVICE_OPT), other_conditions=True)
-    options["device_opt"] = [o for o in options["device_opt"] if o != "separator"] + [
-        "separator"]
-    show_docs(options, DOCS)
-    if options.get("--logfile"):
-        try:
-            log = open(options["--logfile"], "a")  # noqa: SIM115 - lives as long as the process
-        except OSError as e:
-            print(f"Failed: cannot open logfile {options['--logfile']}: {e}", file=sys.stderr)
-            sys.exit(EXIT_FAIL)
-        sys.stdout = sys.stderr = log
-    if options.get("--nodename") and not options.get("--plug"):
-        options["--plug"] = options["--nodename"]
-    run_delay(options)
-    sys.exit(_exit_code_of(lambda: _plan_and_run(options)))
+    sys.argv = [os.fsencode(a).decode("utf-8", "replace") for a in sys.argv]
+    stdin = _read_stdin() if len(sys.argv) <= 1 else None
+    what = docs.request(sys.argv, stdin)
+    text = docs.answer(what) if what else None
+    if text is not None:
+        sys.stdout.write(text)
+        sys.exit(0)
+    from .fencing_agent import run
 
-
-# The child gives up at the deadline by itself; the parent allows it this much more
-# before walking away from a command stuck in the kernel.
-GRACE_S = 3.0
-
-
-def _plan_and_run(options: dict[str, str]) -> int:
-    from . import actions
-    from .plan import make_plan
-
-    plan = make_plan(options)
-
-    def work() -> int:
-        if options["--action"] == "validate-all":
-            return actions.validate(plan)
-        return actions.run(plan, options, fence_action)
-
-    return run_bounded(lambda: _exit_code_of(work), plan.deadline.remaining() + GRACE_S,
-                       ", ".join(s.node for s in plan.devices))
-
-
-def _exit_code_of(fn: Callable[[], int]) -> int:
-    """Every error as one logged line and exit 1: Pacemaker reads exit codes, admins read
-    the line, nobody reads a traceback."""
-    from .devices import DeviceRefused
-    from .errors import PrError
-    from .keys import CmapError, KeyCollision, KeyDerivationError, KeyFormatError
-    from .lock import LockTimeout
-    from .plan import Refused
-
-    try:
-        return fn()
-    except (Refused, DeviceRefused, KeyFormatError, KeyCollision, KeyDerivationError,
-            CmapError, PrError, LockTimeout) as e:
-        logging.error("Failed: %s", e)
-        return EXIT_FAIL
-    except Exception as e:  # a bug must still give Pacemaker a plain failure
-        logging.debug("unexpected error", exc_info=True)
-        logging.error("Failed: internal error: %s: %s", type(e).__name__, e)
-        return EXIT_FAIL
+    run(stdin)
 
 
 if __name__ == "__main__":

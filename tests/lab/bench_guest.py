@@ -116,6 +116,10 @@ def install_fence_pr() -> str:
     shutil.copytree(Path(__file__).resolve().parents[2] / "fence_pr", dest,
                     ignore=shutil.ignore_patterns("__pycache__"))
     sh(["/usr/bin/python3", "-m", "compileall", "-q", str(dest)])
+    share = site.parents[2] / "share/fence_pr"  # where fence_pr.docs looks, as packaged
+    share.mkdir(parents=True, exist_ok=True)
+    for name in ("fence_pr.xml", "fence_pr.usage"):
+        shutil.copy2(Path(__file__).resolve().parents[2] / "metadata" / name, share / name)
     Path(INSTALLED).write_text("#!/usr/bin/python3\nimport sys\n"
                                f"sys.path.insert(0, {str(site)!r})\n"
                                "from fence_pr.agent import main\nsys.exit(main())\n")

@@ -27,6 +27,7 @@ PAYLOAD = {
     "/usr/sbin/fence_pr_check": "the watchdog check",
     "/usr/share/cluster/fence_pr_check": "the watchdog test hook, next to fence_scsi_check",
     "/usr/share/fence_pr/fence_pr.xml": "the metadata",
+    "/usr/share/fence_pr/fence_pr.usage": "the help text (-h)",
     "/usr/share/man/man8/fence_pr.8": "the man page, rendered from the metadata",
 }
 
@@ -119,6 +120,22 @@ def test_packaged_agent_prints_the_golden_metadata(deb: Deb) -> None:
     golden = (ROOT / "metadata/fence_pr.xml").read_text()
     assert r.stdout == golden
     assert (deb.tree / "usr/share/fence_pr/fence_pr.xml").read_text() == golden
+    r = _run_packaged(deb, "/usr/sbin/fence_pr", "-h")
+    assert r.returncode == 0 and r.stdout == (ROOT / "metadata/fence_pr.usage").read_text(), r
+
+
+def test_packaged_agent_serves_metadata_from_the_installed_copy(deb: Deb) -> None:
+    """The packaged agent answers from /usr/share/fence_pr, not by generating: an installed
+    copy that says something else is what it prints (this test's marker)."""
+    installed = deb.tree / "usr/share/fence_pr/fence_pr.xml"
+    golden = installed.read_text()
+    try:
+        installed.write_text(golden + "<!-- installed copy -->\n")
+        r = _run_packaged(deb, "/usr/sbin/fence_pr", "-o", "metadata")
+    finally:
+        installed.write_text(golden)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == golden + "<!-- installed copy -->\n", r.stdout[-200:]
 
 
 def test_packaged_watchdog_check_exit_codes(deb: Deb, tmp_path: Path) -> None:
