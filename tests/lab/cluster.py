@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import pace
 from .topology import wait_for
 
 PROJECT = Path(__file__).resolve().parent.parent.parent
@@ -35,6 +36,11 @@ CLUSTER_NAME = "prlab"
 SUBNET = "10.77.0"
 LINK_DIR = "/run/fence_pr-lab"
 STONITH_ID = "pr-fence"
+# pacemaker-fenced's words when fence_pr's metadata action failed or timed out (its fixed
+# 10 s): it then registers the device without the metadata, so without on_target="1", and
+# no node can unfence itself.
+METADATA_FAILED = ("Could not retrieve metadata for fencing agent fence_pr",
+                   "metadata action for fence_pr")
 
 # Everything the node's daemons write goes to a private directory bound over these.
 PRIVATE_DIRS = {
@@ -148,7 +154,8 @@ class ClusterNode:
 
     def run(self, *argv: str, check: bool = True, timeout: float = 120,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the node's namespaces."""
+        """Run a command inside the node's namespaces; `timeout` is nominal (pace.py)."""
+        timeout = pace.scaled(timeout)
         try:
             r = subprocess.run([*self.nsenter(), *argv], capture_output=True, text=True,
                                timeout=timeout, input=input)
@@ -165,7 +172,8 @@ class ClusterNode:
 
     # --- namespaces ------------------------------------------------------------------------
 
-    def create(self, conf: str, cib: str) -> None:
+    def create(self, conf: str, cib: str, agent: str) -> None:
+        """The namespaces and private state; `agent` is the node's /usr/sbin/fence_pr."""
         if self.state.exists():
             shutil.rmtree(self.state)
         for d in (*PRIVATE_DIRS, "sbin-upper", "sbin-work"):
@@ -175,7 +183,7 @@ class ClusterNode:
         for d in ("cib", "pengine", "blackbox", "cores"):
             (lib / d).mkdir()
         (lib / "cib/cib.xml").write_text(cib)
-        (self.state / "sbin-upper/fence_pr").write_text(f'#!/bin/sh\nexec {AGENT} "$@"\n')
+        (self.state / "sbin-upper/fence_pr").write_text(agent)
         (self.state / "sbin-upper/fence_pr").chmod(0o755)
         mine = _ns_inode("self")
         self.holder = subprocess.Popen(
@@ -238,12 +246,18 @@ mount -t overlay overlay -o lowerdir=/usr/sbin,upperdir={s}/sbin-upper,workdir={
         self.daemons.append(subprocess.Popen([*self.nsenter(), "corosync", "-f"],
                                              stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                              env=env))
-        deadline = time.monotonic() + 60
-        while self.run("corosync-cmapctl", "totem.cluster_name", check=False).returncode:
-            if self.daemons[-1].poll() is not None or time.monotonic() > deadline:
-                raise ClusterError(f"{self.name}: corosync did not start:\n"
+        corosync = self.daemons[-1]
+
+        def answers() -> bool:
+            if corosync.poll() is not None:
+                raise ClusterError(f"{self.name}: corosync exited ({corosync.returncode}):\n"
                                    + self.log_tail("log-corosync/corosync.log"))
-            time.sleep(0.2)
+            return not self.run("corosync-cmapctl", "totem.cluster_name", check=False).returncode
+
+        try:
+            wait_for(answers, f"{self.name}'s corosync to answer on its IPC", 60, interval=0.2)
+        except TimeoutError as e:
+            raise ClusterError(f"{e}:\n{self.log_tail('log-corosync/corosync.log')}") from None
         self.daemons.append(subprocess.Popen([*self.nsenter(), "pacemakerd"],
                                              stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                              env=env))
@@ -271,6 +285,24 @@ mount -t overlay overlay -o lowerdir=/usr/sbin,upperdir={s}/sbin-upper,workdir={
 
     def pacemakerd_running(self) -> bool:
         return any(d.poll() is None for d in self.daemons[1:])
+
+    def fence(self, target: str) -> subprocess.CompletedProcess[str]:
+        """`stonith_admin --fence target` from this node, allowed 150 s nominal (pace.py)."""
+        return self.run("stonith_admin", "--fence", target, "--timeout",
+                        f"{pace.scaled(150):.0f}", check=False, timeout=200)
+
+    def fencer_devices(self) -> list[str]:
+        """The devices this node's pacemaker-fenced has registered."""
+        r = self.run("stonith_admin", "--list-registered", check=False, timeout=60)
+        return r.stdout.split() if r.returncode == 0 else []
+
+    def metadata_failures(self) -> list[str]:
+        """pacemaker-fenced's log lines saying it did not get fence_pr's metadata."""
+        p = self.state / "log-pacemaker/pacemaker.log"
+        if not p.exists():
+            return []
+        return [line.strip() for line in p.read_text(errors="replace").splitlines()
+                if any(m in line for m in METADATA_FAILED)]
 
     def log_tail(self, rel: str, n: int = 40) -> str:
         p = self.state / rel
@@ -319,7 +351,8 @@ class Cluster:
     """Two (or more) nodes on a veth pair/bridge, sharing the lab's LUNs."""
 
     def __init__(self, workdir: Path, node_links: dict[str, dict[str, str]],
-                 token_ms: int = 10000, stonith_params: dict[str, str] | None = None) -> None:
+                 token_ms: int = 10000, stonith_params: dict[str, str] | None = None,
+                 agent: str = f'#!/bin/sh\nexec {AGENT} "$@"\n') -> None:
         self.workdir = workdir
         names = list(node_links)
         self.nodes = [ClusterNode(n, i, workdir, node_links[n])
@@ -328,6 +361,7 @@ class Cluster:
         link_names = sorted({k for links in node_links.values() for k in links})
         self.devices = ",".join(f"{LINK_DIR}/{k}" for k in link_names)
         self.stonith_params = stonith_params or {}
+        self.agent = agent
         self._bridge: subprocess.Popen[bytes] | None = None
 
     def __getitem__(self, name: str) -> ClusterNode:
@@ -339,7 +373,7 @@ class Cluster:
         conf = corosync_conf(pairs, self.token_ms)
         cib = cib_xml(pairs, self.devices, self.stonith_params)
         for n in self.nodes:
-            n.create(conf, cib)
+            n.create(conf, cib, self.agent)
         self._wire()
 
     def _wire(self) -> None:
@@ -368,12 +402,34 @@ class Cluster:
             n.sh(f"ip addr add {n.addr}/24 dev eth0\nip link set eth0 up")
 
     def start(self) -> None:
-        # pacemaker-fenced gives an agent's metadata action a fixed 10 s; under TCG a cold
-        # fence_pr takes up to ~6 s to import, and two starting Pacemakers load the guest.
-        # One run beforehand warms the caches (9p, page cache) it imports from.
-        subprocess.run([str(AGENT), "-o", "metadata"], capture_output=True, timeout=120)
+        """Every node's corosync and Pacemaker, then the wait for their fencers."""
         for n in self.nodes:
             n.start()
+        self.wait_fencers()
+
+    def wait_fencers(self) -> None:
+        """Every node's pacemaker-fenced has registered the device, with its metadata:
+        before that, nothing unfences, and without the metadata nothing ever will."""
+        self.wait(lambda: all(STONITH_ID in n.fencer_devices() for n in self.nodes),
+                  f"every node's pacemaker-fenced to register {STONITH_ID}", 120)
+        cause = self.cause()
+        if cause:
+            raise ClusterError(cause)
+
+    def cause(self) -> str | None:
+        """One line that explains a cluster that does not do what a test waits for, where
+        the lab knows one."""
+        for n in self.nodes:
+            failed = n.metadata_failures()
+            if failed:
+                t0 = time.monotonic()
+                n.run("fence_pr", "-o", "metadata", check=False, timeout=60)
+                return (f"pacemaker-fenced on {n.name} registered {STONITH_ID} without "
+                        f"metadata (so without on_target: no unfencing); its log: "
+                        f"{failed[-1]!r}; fence_pr -o metadata takes "
+                        f"{time.monotonic() - t0:.1f}s on {n.name} now (pacemaker-fenced "
+                        f"allows 10 s)")
+        return None
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Cluster]:
@@ -407,7 +463,9 @@ class Cluster:
         try:
             return wait_for(pred, what, timeout, interval=1.0)
         except TimeoutError as e:
-            raise ClusterError(f"{e}\n{self.diagnostics()}") from None
+            cause = self.cause()
+            first = f"{cause}\n{e}" if cause else str(e)
+            raise ClusterError(f"{first}\n{self.diagnostics()}") from None
 
 
 if __name__ == "__main__":  # a quick look: python -m tests.lab.cluster (no storage)

@@ -76,8 +76,7 @@ def main() -> int:
         n1, n2 = cl["node1"], cl["node2"]
         say("node1 runs: stonith_admin --fence node2")
         t0 = time.monotonic()
-        r = n1.run("stonith_admin", "--fence", "node2", "--timeout", "150", check=False,
-                   timeout=200)
+        r = n1.fence("node2")
         took = time.monotonic() - t0
         if r.returncode:
             say(f"fencing FAILED (exit {r.returncode}): {r.stdout}{r.stderr}")

@@ -12,11 +12,16 @@ import sys
 import threading
 import time
 
+# Each guest's hard limit (run.py --timeout), and what the whole `.ci/run` may take: a lane
+# near either is a lane about to fail on a slower or busier machine.
+GUEST_LIMIT_S = 3600
+CI_BUDGET_S = 50 * 60
+
 # The slowest files, all marked `once` (tests/lab/conftest.py): about half the first
 # kernel's time.
 LANE_A = ["tests/lab/test_cluster.py", "tests/lab/test_fault_matrix.py",
           "tests/lab/test_watchdog_check.py", "tests/lab/test_peers.py",
-          "tests/lab/test_cluster3.py"]
+          "tests/lab/test_cluster3.py", "tests/lab/test_cluster_diagnosis.py"]
 
 
 def lanes(kernels: list[str]) -> dict[str, list[list[str]]]:
@@ -26,29 +31,42 @@ def lanes(kernels: list[str]) -> dict[str, list[list[str]]]:
     return {"A": [["--kernel", first, *LANE_A]], "B": b}
 
 
-def run_lane(name: str, jobs: list[list[str]], results: dict[str, int]) -> None:
+def run_lane(name: str, jobs: list[list[str]], results: dict[str, int],
+             times: list[str]) -> None:
     rc = 0
+    lane_start = time.monotonic()
     for job in jobs:
-        p = subprocess.Popen([sys.executable, "-m", "tests.lab.run", *job],
+        t0 = time.monotonic()
+        p = subprocess.Popen([sys.executable, "-m", "tests.lab.run",
+                              f"--timeout={GUEST_LIMIT_S}", *job],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert p.stdout is not None
         for line in p.stdout:
             sys.stdout.write(f"[{name}] {line}")
             sys.stdout.flush()
-        rc = rc or p.wait()
+        job_rc = p.wait()
+        rc = rc or job_rc
+        took = time.monotonic() - t0
+        times.append(f"[lab] lane {name}, kernel {job[1]}: {took:.0f}s of its {GUEST_LIMIT_S}s "
+                     f"guest limit ({100 * took / GUEST_LIMIT_S:.0f}%), exit {job_rc}")
+    took = time.monotonic() - lane_start
+    times.append(f"[lab] lane {name}: {took:.0f}s, {100 * took / CI_BUDGET_S:.0f}% of CI's "
+                 f"{CI_BUDGET_S // 60} min budget for the whole .ci/run")
     results[name] = rc
 
 
 def main() -> int:
     kernels = sys.argv[1:] or ["7.3", "6.12"]
     results: dict[str, int] = {}
+    times: list[str] = []
     start = time.monotonic()
-    threads = [threading.Thread(target=run_lane, args=(n, jobs, results))
+    threads = [threading.Thread(target=run_lane, args=(n, jobs, results, times))
                for n, jobs in lanes(kernels).items()]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    print("\n".join(sorted(times)), flush=True)
     print(f"[lab] lanes {results}, wall {time.monotonic() - start:.0f}s", flush=True)
     return 0 if results and not any(results.values()) else 1
 

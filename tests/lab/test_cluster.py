@@ -131,6 +131,7 @@ def restart(c: Cluster, name: str) -> float:
     t0 = time.monotonic()
     n.start()
     c.wait(lambda: both_online(c), f"{name} back online in both views", START_TIMEOUT)
+    c.wait_fencers()
     wait_unfenced(c, name, ons)
     return time.monotonic() - t0
 
@@ -160,8 +161,7 @@ def test_stonith_admin_fences_node2(cl, capsys) -> None:  # type: ignore[no-unty
     n1, n2 = cl["node1"], cl["node2"]
     offs = len(fence_events(n1, "node2", FENCING))
     t0 = time.monotonic()
-    r = n1.run("stonith_admin", "--fence", "node2", "--timeout", "150", check=False,
-               timeout=200)
+    r = n1.fence("node2")
     took = time.monotonic() - t0
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{cl.diagnostics()}"
     record(capsys, "stonith_admin --fence node2 (request to completion)", took)
@@ -241,8 +241,7 @@ def test_fencing_with_one_of_node1s_paths_down(cl, capsys) -> None:  # type: ign
         p.set_state("offline")
     try:
         t0 = time.monotonic()
-        r = n1.run("stonith_admin", "--fence", "node2", "--timeout", "150", check=False,
-                   timeout=200)
+        r = n1.fence("node2")
         took = time.monotonic() - t0
         assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{cl.diagnostics()}"
         record(capsys, "stonith_admin --fence node2 with one of node1's paths down", took)

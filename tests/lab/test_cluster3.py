@@ -61,8 +61,7 @@ def test_three_nodes_unfence_and_node1_fences_node3(cl3, capsys) -> None:  # typ
     c.wait(lambda: [count(c, n) for n in NODES] == [2, 2, 2],
            "every node's key on both of its paths", START_TIMEOUT)
     t0 = time.monotonic()
-    r = c["node1"].run("stonith_admin", "--fence", "node3", "--timeout", "150", check=False,
-                       timeout=200)
+    r = c["node1"].fence("node3")
     took = time.monotonic() - t0
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{c.diagnostics()}"
     with capsys.disabled():

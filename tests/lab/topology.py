@@ -17,6 +17,8 @@ from pathlib import Path
 
 import rtslib_fb as rts
 
+from . import pace
+
 
 def sh(*argv: str, check: bool = True) -> str:
     r = subprocess.run(argv, capture_output=True, text=True)
@@ -41,13 +43,22 @@ def modprobe(*mods: str) -> None:
 
 def wait_for(pred, what: str, timeout: float = 60.0,  # type: ignore[no-untyped-def]
              interval: float = 0.1):
-    deadline = time.monotonic() + timeout
+    """pred()'s first true value.  `timeout` is nominal: the guest's pace (pace.py) scales
+    it, and is measured again before giving up, so a guest slowed down by a neighbour in
+    the middle of a wait gets its due; the error says what was not there."""
+    start = time.monotonic()
+    limit = timeout * pace.factor()
     while True:
         v = pred()
         if v:
             return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"lab: timed out after {timeout:.0f}s waiting for {what}")
+        if time.monotonic() - start > limit:
+            f = pace.factor(refresh=True)
+            if timeout * f > limit:
+                limit = timeout * f
+                continue
+            raise TimeoutError(f"lab: timed out after {limit:.0f}s ({timeout:.0f}s nominal, "
+                               f"guest pace x{f:.2f}) waiting for {what}")
         time.sleep(interval)
 
 
