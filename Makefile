@@ -11,7 +11,8 @@ SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all pyth
 	python3-tenacity rpm
 LAB_KERNELS ?= 7.3 6.12
 
-.PHONY: setup packages venv kernels test unit lint lab demo bench package reliability clean
+.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package reliability \
+	clean
 
 setup: packages venv kernels
 
@@ -54,7 +55,13 @@ demo: setup
 	$(PY) -m tests.lab.demo
 
 bench: setup
+	$(PY) -m tests.lab.bench_startup host
 	$(PY) -m tests.lab.bench
+
+# `-o metadata` of fence_pr, fence_scsi and fence_mpath only: on the host, then in the guest.
+bench-startup: setup
+	$(PY) -m tests.lab.bench_startup host
+	$(PY) -m tests.lab.vm '.venv/bin/python -m tests.lab.bench_startup "lab guest"'
 
 # The full-size reliability runs (CI runs the same tests with small samples).
 reliability: setup

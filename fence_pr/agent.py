@@ -30,6 +30,10 @@ def main() -> None:
     if text is not None:
         sys.stdout.write(text)
         sys.exit(0)
+    if sys.flags.no_site:  # the packaged script starts without it, for the documents' sake
+        import site
+
+        site.main()
     from .fencing_agent import run
 
     run(stdin)

@@ -9,6 +9,7 @@ import json
 import sys
 import time
 
+from . import bench_startup
 from .kernels import KERNELS
 from .vm import PROJECT, LabError, run
 
@@ -71,6 +72,10 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
         lines += ["Failed runs (not in the medians):", ""] + [f"- {f}" for f in failures] + [""]
     lines.append("Agent start-up (`-o metadata`, median of 5): " + ", ".join(
         f"{a} {s:.2f} s" for a, s in startup.items()) + ".")
+    if "fence_pr" in startup and "fence_scsi" in startup:
+        ratio = startup["fence_pr"] / startup["fence_scsi"]
+        lines.append(f"fence_pr's start-up is {100 * ratio:.0f}% of fence_scsi's in the guest "
+                     f"(target under {100 * bench_startup.TARGET:.0f}%).")
     return "\n".join(lines) + "\n" + (
         f"\nLab: kernel {meta.get('kernel', kernel)}, QEMU TCG (software emulation, 1 vCPU, "
         "3 GB), LIO iSCSI target over 127.0.0.1/.2, two nodes x two sessions, one hand-made "

@@ -19,7 +19,8 @@ import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from .agentrun import AGENT, KEYS, NODE_KEYS
+from . import bench_startup
+from .agentrun import KEYS, NODE_KEYS
 from .iscsi import IscsiLab
 from .peers import Multipathd, mpath_store, scsi_hex
 from .topology import take_unit_attention
@@ -100,31 +101,10 @@ def target_cmds(lab: IscsiLab, n: int) -> list[int]:
             for lun in lab.luns[:n]]
 
 
-INSTALLED = "/usr/local/sbin/fence_pr"
-
-
-def install_fence_pr() -> str:
-    """fence_pr as a distribution package has it: system python3, the package compiled on a
-    local file system. The lab's venv lives on the checkout's 9p share, where every module
-    lookup is a round trip to the host: a lab artefact the timings should not carry."""
-    import shutil
-
-    site = Path("/usr/local/lib/python3/dist-packages")
-    site.mkdir(parents=True, exist_ok=True)
-    dest = site / "fence_pr"
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(Path(__file__).resolve().parents[2] / "fence_pr", dest,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    sh(["/usr/bin/python3", "-m", "compileall", "-q", str(dest)])
-    share = site.parents[2] / "share/fence_pr"  # where fence_pr.docs looks, as packaged
-    share.mkdir(parents=True, exist_ok=True)
-    for name in ("fence_pr.xml", "fence_pr.usage"):
-        shutil.copy2(Path(__file__).resolve().parents[2] / "metadata" / name, share / name)
-    Path(INSTALLED).write_text("#!/usr/bin/python3\nimport sys\n"
-                               f"sys.path.insert(0, {str(site)!r})\n"
-                               "from fence_pr.agent import main\nsys.exit(main())\n")
-    Path(INSTALLED).chmod(0o755)
-    return INSTALLED
+INSTALLED = "/usr/local/sbin/fence_pr"  # as the .deb has it under /usr (bench_startup.py):
+# system python3, the package compiled on a local file system.  The lab's venv lives on the
+# checkout's 9p share, where every module lookup is a round trip to the host: a lab
+# artefact the timings should not carry.
 
 
 def fence_pr(node: str, action: str, target: str, devices: list[str]) -> list[str]:
@@ -198,15 +178,6 @@ def lab_keys(lun) -> list[int]:  # type: ignore[no-untyped-def]
     return scsi_keys(lun.paths[(1, 1)].dev)
 
 
-def startup(argv: list[str], runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.monotonic()
-        sh(argv)
-        times.append(time.monotonic() - t0)
-    return statistics.median(times)
-
-
 def bench_agent(lab: IscsiLab, agent: str, sizes: list[int], runs: int) -> None:
     """Failed runs are reported with their time and reason, not retried away: an agent that
     fails users under load is a result too."""
@@ -274,11 +245,10 @@ def main() -> int:
     emit(setup_s=time.monotonic() - t0, udev_drain_s=udev_s, kernel=os.uname().release)
     log(f"udev's set-up backlog drained in {udev_s:.0f} s")
     log(f"lab ready in {time.monotonic() - t0:.0f} s")
-    install_fence_pr()
-    emit(startup="fence_pr", wall=startup([INSTALLED, "-o", "metadata"]))
-    emit(startup="fence_pr (lab venv on 9p)", wall=startup([AGENT, "-o", "metadata"]))
-    emit(startup="fence_scsi", wall=startup(["fence_scsi", "-o", "metadata"]))
-    emit(startup="fence_mpath", wall=startup(["fence_mpath", "-o", "metadata"]))
+    fig = bench_startup.figures(bench_startup.install(Path(INSTALLED).parents[1]))
+    log(bench_startup.report("lab guest", fig))
+    for name, wall in fig.items():
+        emit(startup=name, wall=wall)
     unfence(lab.maps[1], "node1")  # node1 holds the reservation; node2 is re-unfenced per run
     # fence_scsi reads the fencer's own key from the file its `on` writes.
     Path("/var/run/cluster.key").write_text(scsi_hex(KEYS["node1"]) + "\n")

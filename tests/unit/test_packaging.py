@@ -124,6 +124,19 @@ def test_packaged_agent_prints_the_golden_metadata(deb: Deb) -> None:
     assert r.returncode == 0 and r.stdout == (ROOT / "metadata/fence_pr.usage").read_text(), r
 
 
+def test_packaged_agent_starts_without_site_and_still_reaches_fencing_py(deb: Deb) -> None:
+    """The agent's own script (packaging/sbin/fence_pr.in), not the generated one: Python
+    without site for the documents; anything else runs site first, then fencing.py (here
+    `-v` sends `metadata` there, and a bad option is fencing.py's to refuse)."""
+    script = (deb.tree / "usr/sbin/fence_pr").read_text()
+    assert script.startswith("#!/usr/bin/python3 -S\n"), script[:80]
+    assert 'sys.path.append("/usr/lib/python3/dist-packages")' in script, script
+    r = _run_packaged(deb, "/usr/sbin/fence_pr", "-o", "metadata", "-v")
+    assert r.returncode == 0 and r.stdout == (ROOT / "metadata/fence_pr.xml").read_text(), r
+    r = _run_packaged(deb, "/usr/sbin/fence_pr", "--no-such-option")
+    assert r.returncode == 1 and "no-such-option" in r.stdout + r.stderr, r
+
+
 def test_packaged_agent_serves_metadata_from_the_installed_copy(deb: Deb) -> None:
     """The packaged agent answers from /usr/share/fence_pr, not by generating: an installed
     copy that says something else is what it prints (this test's marker)."""
