@@ -150,13 +150,13 @@ def _exit_code_of(fn: Callable[[], int]) -> int:
     from .devices import DeviceRefused
     from .errors import PrError
     from .keys import CmapError, KeyCollision, KeyDerivationError, KeyFormatError
-    from .lock import LockTimeout
+    from .lock import LockError
     from .plan import Refused
 
     try:
         return fn()
     except (Refused, DeviceRefused, KeyFormatError, KeyCollision, KeyDerivationError,
-            CmapError, PrError, LockTimeout) as e:
+            CmapError, PrError, LockError) as e:
         logging.error("Failed: %s", e)
         return EXIT_FAIL
     except Exception as e:  # a bug must still give Pacemaker a plain failure

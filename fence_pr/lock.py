@@ -1,8 +1,12 @@
 """One fence_pr at a time on this node: Pacemaker may retry while a slow run still works.
 
-An flock on a file in /run/lock: the kernel drops it when the holder exits, however it
-exits, so a killed agent never leaves a stale lock. flock needs only an open descriptor,
-so the file is opened read-only and an unprivileged agent can share root's lock file.
+An flock on /run/fence_pr/lock: the kernel drops it when the holder exits, however it
+exits, so a killed agent never leaves a stale lock.  flock needs only a descriptor open
+for reading, so whoever can open the file can hold the lock and stall every `on` and `off`
+of this node: the file lives in a directory only root can write (0750 root:haclient, made
+by the agent or the packages' tmpfiles.d entry), it is opened without following links,
+and a directory or file that another user owns or can write is refused.  An unprivileged
+agent (a member of haclient) shares root's lock; it cannot create it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import grp
 import os
 import stat
 import time
@@ -17,22 +22,89 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-LOCK_PATH = "/run/lock/fence_pr.lock"
-# Where /run/lock is missing (a minimal container); every fence_pr then uses this one.
-FALLBACK_PATH = "/tmp/fence_pr.lock"
+LOCK_DIR = "/run/fence_pr"
+LOCK_NAME = "lock"
+GROUP = "haclient"  # Pacemaker's: members may run the agent without root (README)
 POLL_S = 0.05
 
 
-class LockTimeout(Exception):
+class LockError(Exception):
+    """The node lock cannot be taken."""
+
+
+class LockTimeout(LockError):
     """Another fence_pr held the lock for longer than this run may wait."""
 
 
-@contextmanager
-def node_lock(wait_s: float, path: str = LOCK_PATH) -> Iterator[None]:
+def _group_id() -> int:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except FileNotFoundError:
-        fd = os.open(FALLBACK_PATH, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return grp.getgrnam(GROUP).gr_gid
+    except KeyError:
+        return 0
+
+
+def _trusted(st: os.stat_result, what: str, path: str) -> None:
+    """Owned by root or by this agent's own user, and writable by no one else."""
+    if st.st_uid not in (0, os.geteuid()):
+        raise LockError(f"{what} {path} belongs to uid {st.st_uid}, not root: another user "
+                        "could hold the node lock; remove it and run again")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise LockError(f"{what} {path} is writable by others (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}): another user could hold the node "
+                        "lock; remove it and run again")
+
+
+def _open_dir(path: str) -> int:
+    """The lock directory, made 0750 root:haclient where it is missing."""
+    # Made by root; anyone else, or a missing parent, is told so by the open below.
+    with contextlib.suppress(FileExistsError, FileNotFoundError, PermissionError):
+        os.mkdir(path, 0o700)
+        os.chown(path, 0, _group_id())
+        os.chmod(path, 0o750)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise LockError(f"cannot open the lock directory {path}: {e.strerror}; run fence_pr "
+                        "as root once, or install the package's tmpfiles.d entry") from None
+    try:
+        _trusted(os.fstat(fd), "lock directory", path)
+    except LockError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_lock(directory: str) -> int:
+    path = os.path.join(directory, LOCK_NAME)
+    dfd = _open_dir(directory)
+    try:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+        try:
+            fd = os.open(LOCK_NAME, flags | os.O_CREAT | os.O_EXCL, 0o640, dir_fd=dfd)
+            with contextlib.suppress(PermissionError):  # root's group for root's file
+                os.fchown(fd, -1, _group_id())
+        except FileExistsError:
+            fd = os.open(LOCK_NAME, flags, dir_fd=dfd)
+    except OSError as e:
+        what = "is a symbolic link" if e.errno == errno.ELOOP else e.strerror
+        raise LockError(f"cannot open the lock file {path}: {what}") from None
+    finally:
+        os.close(dfd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise LockError(f"the lock file {path} is not a regular file; remove it")
+        _trusted(st, "lock file", path)
+    except LockError:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextmanager
+def node_lock(wait_s: float, directory: str = LOCK_DIR) -> Iterator[None]:
+    fd = _open_lock(directory)
+    path = os.path.join(directory, LOCK_NAME)
     try:
         end = time.monotonic() + wait_s
         while True:

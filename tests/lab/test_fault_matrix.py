@@ -185,7 +185,7 @@ def test_target_stops_answering(clean_iscsi) -> None:  # type: ignore[no-untyped
 
 def _lock_holder() -> int | None:
     """The pid holding fence_pr's node lock, from /proc/locks (not from fence_pr's code)."""
-    ino = os.stat("/run/lock/fence_pr.lock").st_ino
+    ino = os.stat("/run/fence_pr/lock").st_ino
     for line in Path("/proc/locks").read_text().splitlines():
         f = line.split()
         if len(f) >= 6 and f[1] == "FLOCK" and f[5].endswith(f":{ino}"):

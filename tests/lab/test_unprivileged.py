@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,3 +88,69 @@ def test_on_off_status_monitor_without_privilege(unprivileged) -> None:  # type:
     assert r.rc == 2 and "OFF" in r.out, r
     r = as_nobody(root, "-o", "status", "-n", "node1", *base)
     assert r.rc == 0 and "ON" in r.out, r
+
+
+# A local user outside haclient, against the node lock: it holds the lock file of older
+# fence_pr releases (/run/lock, a world-writable directory) and tries every way it has at
+# the new one.  Each line it prints says what it got.
+LOCK_THIEF = """
+import fcntl, os, sys, time
+try:
+    fd = os.open("/run/lock/fence_pr.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("old lock: held", flush=True)
+except OSError as e:
+    print(f"old lock: {e.strerror}", flush=True)
+for what, attempt in (
+        ("open", lambda: os.open("/run/fence_pr/lock", os.O_RDONLY)),
+        ("create", lambda: os.open("/run/fence_pr/lock2", os.O_RDONLY | os.O_CREAT)),
+        ("mkdir", lambda: os.mkdir("/run/fence_pr/x")),
+        ("rename", lambda: os.rename("/run/fence_pr", "/run/fence_pr.old"))):
+    try:
+        got = attempt()
+        if isinstance(got, int):
+            fcntl.flock(got, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print(f"new lock {what}: GOT IT", flush=True)
+    except OSError as e:
+        print(f"new lock {what}: {e.strerror}", flush=True)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_another_user_cannot_hold_the_node_lock(clean_lio) -> None:  # type: ignore[no-untyped-def]
+    """`off` runs at its normal pace while the user holds what it can.  Before the lock
+    moved, holding /run/lock/fence_pr.lock made every `on` and `off` of the node wait half
+    its budget and fail."""
+    lab = clean_lio
+    n1, n2 = Node("node1", lab.maps[1]), Node("node2", lab.maps[2])
+    assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
+    old = Path("/run/lock/fence_pr.lock")  # as an older release left it (root, 0644)
+    old.touch(mode=0o644)
+    thief = subprocess.Popen(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+         "--bounding-set=-all", "--no-new-privs", "/usr/bin/python3", "-c", LOCK_THIEF],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert thief.stdout is not None
+        said = []
+        while (line := thief.stdout.readline().strip()) != "ready":
+            assert line, f"the lock thief exited: {said}"
+            said.append(line)
+        assert "old lock: held" in said, said
+        assert not [s for s in said if "GOT IT" in s], said
+        budget = 60.0
+        t0 = time.monotonic()
+        r = n1.run("off", "node2", "--power-timeout", f"{budget:.0f}")
+        took = time.monotonic() - t0
+    finally:
+        thief.kill()
+        thief.wait()
+        old.unlink(missing_ok=True)
+    assert r.rc == 0, r
+    # A held lock costs half the budget (actions.LOCK_WAIT_SHARE) before `off` gives up.
+    assert took < budget / 2, f"off took {took:.1f}s of its {budget:.0f}s budget: {r}"
+    assert [scsi_keys(lun.paths[(2, 1)].dev).count(KEYS["node2"]) for lun in lab.luns] == \
+        [0] * len(lab.luns)
+    st = os.stat("/run/fence_pr")
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o750), oct(st.st_mode)
