@@ -36,9 +36,9 @@ def hand_key_to_multipathd(plan: Plan, reports: list[engine.DeviceReport]) -> No
     """Where multipathd manages a map, it registers paths added later (the kernel never does)."""
     maps = {r.storage.node.removeprefix("/dev/mapper/"): r for r in reports
             if r.ok and r.storage.kind == "dm-multipath map"}
-    for name in sorted(maps.keys() & multipathd.managed_maps()):
+    for name in sorted(maps.keys() & multipathd.managed_maps(plan.deadline)):
         try:
-            multipathd.set_key(name, plan.local_key)
+            multipathd.set_key(name, plan.local_key, plan.deadline)
             logging.info("multipathd will register key %s on new paths of %s",
                          format_key(plan.local_key), name)
         except multipathd.MultipathdError as e:

@@ -18,7 +18,12 @@ import sys
 import time
 from collections.abc import Callable
 
+from .budget import Deadline
+
 EXIT_FAIL = 1
+# The child gives up at the deadline by itself; the parent allows it this much more
+# before walking away from a command stuck in the kernel.
+GRACE_S = 3.0
 
 
 def _exit_code(e: SystemExit) -> int:
@@ -43,8 +48,10 @@ def _child(fn: Callable[[], int], out_w: int, err_w: int) -> None:
     os._exit(rc)
 
 
-def run_bounded(fn: Callable[[], int], seconds: float, what: str) -> int:
-    """fn()'s exit code, or EXIT_FAIL once `seconds` have passed without it."""
+def run_bounded(fn: Callable[[], int], deadline: Deadline, what: str) -> int:
+    """fn()'s exit code, or EXIT_FAIL once the deadline (and GRACE_S) has passed without it:
+    the one hard bound of every entry point (the agent, the watchdog check)."""
+    seconds = deadline.remaining() + GRACE_S
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     out_r, out_w = os.pipe()
@@ -64,7 +71,7 @@ def run_bounded(fn: Callable[[], int], seconds: float, what: str) -> int:
             if left <= 0:
                 logging.error("Failed: %s gave no answer within %.0f s (power_timeout); a "
                               "command is stuck in the kernel (process %d left behind)",
-                              what, seconds, pid)
+                              what, deadline.seconds, pid)
                 return EXIT_FAIL
             ready, _, _ = select.select(list(sinks), [], [], left)
             for fd in ready:

@@ -18,6 +18,8 @@ from enum import Enum
 
 import pyudev
 
+from .budget import Deadline
+
 LOOP_MAJOR = 7
 
 
@@ -150,25 +152,29 @@ def _proc_name(host_path: str, host_name: str) -> str:
         return ""
 
 
-def dm_path_states(map_name: str) -> dict[str, str]:
-    """major:minor -> 'A' (active) or 'F' (failed), from dm's own status line."""
+def _dmsetup_status(*names: str, timeout: float) -> str:
+    """dm's own status lines; a dmsetup that does not answer within the run's budget is
+    named (it blocks on the device-mapper ioctl lock, e.g. behind a suspended map)."""
     try:
-        out = subprocess.run(["dmsetup", "status", "--target", "multipath", map_name],
-                             capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return parse_dm_status(out)
+        return subprocess.run(["dmsetup", "status", "--target", "multipath", *names],
+                              capture_output=True, text=True, timeout=timeout).stdout
+    except OSError:
+        return ""
+    except subprocess.TimeoutExpired:
+        raise DeviceRefused(f"dmsetup status did not answer within {timeout:.0f} s (what was "
+                            "left of power_timeout): device-mapper is blocked; check for a "
+                            "suspended map (dmsetup info)") from None
 
 
-def all_dm_path_states() -> dict[str, dict[str, str]]:
+def dm_path_states(map_name: str, timeout: float = 10.0) -> dict[str, str]:
+    """major:minor -> 'A' (active) or 'F' (failed), from dm's own status line."""
+    return parse_dm_status(_dmsetup_status(map_name, timeout=timeout))
+
+
+def all_dm_path_states(timeout: float) -> dict[str, dict[str, str]]:
     """map name -> dm_path_states(name) for every multipath map, from one `dmsetup status`
     (one process for 256 maps instead of 256)."""
-    try:
-        out = subprocess.run(["dmsetup", "status", "--target", "multipath"],
-                             capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return parse_all_dm_status(out)
+    return parse_all_dm_status(_dmsetup_status(timeout=timeout))
 
 
 def parse_all_dm_status(text: str) -> dict[str, dict[str, str]]:
@@ -253,8 +259,9 @@ def _by_wwid(context: pyudev.Context, wwid: str,
 class _Lookups:
     """What resolving many devices shares: built on first use, at most once per agent run."""
 
-    def __init__(self, context: pyudev.Context) -> None:
+    def __init__(self, context: pyudev.Context, deadline: Deadline) -> None:
         self.context = context
+        self.deadline = deadline
         self._wwids: dict[str, list[pyudev.Device]] | None = None
         self._dm: dict[str, dict[str, str]] | None = None
 
@@ -265,7 +272,7 @@ class _Lookups:
 
     def dm_states(self) -> dict[str, dict[str, str]]:
         if self._dm is None:
-            self._dm = all_dm_path_states()
+            self._dm = all_dm_path_states(self.deadline.timeout_s())
         return self._dm
 
 
@@ -293,14 +300,14 @@ def resolve(spec: str, context: pyudev.Context | None = None,
                      if lookups is not None and dev.sys_name.startswith("dm-") else None)
 
 
-def resolve_all(specs: list[str]) -> list[Storage]:
+def resolve_all(specs: list[str], deadline: Deadline) -> list[Storage]:
     """Resolve every device, refusing duplicates, in the order fencing must use (by WWID).
 
     The same order on every node makes the first device an arbiter: two nodes
     fencing each other race for it first, so they cannot each win a subset.
     """
     context = pyudev.Context()
-    lookups = _Lookups(context)
+    lookups = _Lookups(context, deadline)
     out: dict[str, Storage] = {}
     for spec in specs:
         s = resolve(spec, context, lookups)
@@ -311,14 +318,17 @@ def resolve_all(specs: list[str]) -> list[Storage]:
     return [out[w] for w in sorted(out)]
 
 
-def shared_vg_devices() -> list[str]:
+def shared_vg_devices(timeout: float) -> list[str]:
     """Devices of shared LVM volume groups (clvm or lvmlockd), as fence_scsi finds them."""
     try:
         out = subprocess.run(["vgs", "--noheadings", "--separator", ":", "-o",
                               "vg_attr,vg_lock_type,pv_name"], capture_output=True, text=True,
-                             timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
+                             timeout=timeout).stdout
+    except OSError:
         return []
+    except subprocess.TimeoutExpired:
+        raise DeviceRefused(f"vgs did not answer within {timeout:.0f} s (what was left of "
+                            "power_timeout): name the devices in devices= instead") from None
     return parse_vgs(out)
 
 

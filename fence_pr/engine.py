@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from . import prh, prread
+from .budget import Deadline
 from .devices import Path, Storage, Transport
 from .errors import (
     NotSupported,
@@ -28,7 +29,7 @@ from .errors import (
     exception_for,
 )
 from .keys import format_key
-from .policies import Deadline, call_with_retry
+from .policies import call_with_retry
 from .prtypes import KeyList, PrType, Reservation
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def _read(storage: Storage, deadline: Deadline,
 
     def read(path: Path) -> T:
         with _opened(path, write=False) as fd:
-            return reader(fd, nvme=nvme, device=path.node)
+            return reader(fd, nvme=nvme, device=path.node, timeout_ms=deadline.timeout_ms())
     return _first_path(storage, deadline, read)
 
 
@@ -274,14 +275,16 @@ def run_all(storages: list[Storage], op: Op, deadline: Deadline) -> list[DeviceR
     """
     if not storages:
         return []
-    first = _run_bounded([storages[0]], op, deadline)
+    first = _in_parallel([storages[0]], op, deadline)
     if not first[0].ok:
         return first
-    return first + _run_bounded(storages[1:], op, deadline)
+    return first + _in_parallel(storages[1:], op, deadline)
 
 
-def _run_bounded(storages: list[Storage], op: Op, deadline: Deadline) -> list[DeviceReport]:
-    """Threads are daemons: an ioctl stuck in the kernel cannot hold the agent past its deadline."""
+def _in_parallel(storages: list[Storage], op: Op, deadline: Deadline) -> list[DeviceReport]:
+    """One thread per device, waited for until the deadline; a device still working then
+    is reported as not answering.  A thread stuck in the kernel keeps the process alive:
+    the hard bound is the child process of bounded.py, not these threads."""
     results: dict[int, DeviceReport | BaseException] = {}
 
     def work(i: int, s: Storage) -> None:

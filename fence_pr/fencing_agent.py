@@ -18,6 +18,7 @@ sys.path.append("/usr/share/fence")
 import fencing  # /usr/share/fence is not on sys.path by itself
 
 from .bounded import EXIT_FAIL, run_bounded
+from .budget import Deadline
 
 DEVICE_OPT = ["no_login", "no_password", "devices", "nodename", "port", "no_port", "key",
               "key_value", "node_keys", "local_node", "reservation_type", "fabric_fencing",
@@ -121,27 +122,29 @@ def run(stdin: str | None = None) -> None:
     if options.get("--nodename") and not options.get("--plug"):
         options["--plug"] = options["--nodename"]
     fencing.run_delay(options)
-    sys.exit(_exit_code_of(lambda: _plan_and_run(options, fencing.fence_action)))
+    sys.exit(_exit_code_of(lambda: _bounded(options, fencing.fence_action)))
 
 
-# The child gives up at the deadline by itself; the parent allows it this much more
-# before walking away from a command stuck in the kernel.
-GRACE_S = 3.0
+def _bounded(options: dict[str, str], fence_action: Callable[..., Any]) -> int:
+    """The budget first (power_timeout), then discovery and the action inside the bound."""
+    from .plan import budget
+
+    deadline = budget(options)
+    what = options.get("--devices") or "the shared volume groups' devices"
+    return run_bounded(lambda: _exit_code_of(lambda: _plan_and_run(options, deadline,
+                                                                   fence_action)),
+                       deadline, what)
 
 
-def _plan_and_run(options: dict[str, str], fence_action: Callable[..., Any]) -> int:
+def _plan_and_run(options: dict[str, str], deadline: Deadline,
+                  fence_action: Callable[..., Any]) -> int:
     from . import actions
     from .plan import make_plan
 
-    plan = make_plan(options)
-
-    def work() -> int:
-        if options["--action"] == "validate-all":
-            return actions.validate(plan)
-        return actions.run(plan, options, fence_action)
-
-    return run_bounded(lambda: _exit_code_of(work), plan.deadline.remaining() + GRACE_S,
-                       ", ".join(s.node for s in plan.devices))
+    plan = make_plan(options, deadline)
+    if options["--action"] == "validate-all":
+        return actions.validate(plan)
+    return actions.run(plan, options, fence_action)
 
 
 def _exit_code_of(fn: Callable[[], int]) -> int:

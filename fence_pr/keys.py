@@ -205,8 +205,11 @@ def run_cmapctl(path: str = "corosync-cmapctl", *, timeout: float = 10.0) -> str
     try:
         done = subprocess.run([path], capture_output=True, text=True, timeout=timeout,
                               check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except OSError as exc:
         raise CmapError(f"cannot run {path}: {exc}") from exc
+    except subprocess.TimeoutExpired:
+        raise CmapError(f"{path} did not answer within {timeout:.1f} s (what was left of "
+                        "power_timeout): is corosync running and answering?") from None
     if done.returncode != 0:
         raise CmapError(f"{path} exited with {done.returncode}: {done.stderr.strip()}")
     return done.stdout

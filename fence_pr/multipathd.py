@@ -12,22 +12,23 @@ import logging
 import shutil
 import subprocess
 
+from .budget import Deadline
 from .keys import format_key
 
 log = logging.getLogger(__name__)
-TIMEOUT_S = 5.0
+TIMEOUT_S = 5.0  # each question, at most; never past the run's budget
 
 
 class MultipathdError(RuntimeError):
     """multipathd refused or could not be asked; the message carries its answer."""
 
 
-def _ask(*words: str) -> str:
+def _ask(*words: str, deadline: Deadline) -> str:
     if shutil.which("multipathd") is None:
         raise MultipathdError("multipathd is not installed")
     try:
         r = subprocess.run(["multipathd", *words], capture_output=True, text=True,
-                           timeout=TIMEOUT_S)
+                           timeout=deadline.timeout_s(TIMEOUT_S))
     except (OSError, subprocess.TimeoutExpired) as e:
         raise MultipathdError(f"multipathd {' '.join(words)}: {e}") from None
     out = (r.stdout + r.stderr).strip()
@@ -36,18 +37,18 @@ def _ask(*words: str) -> str:
     return out
 
 
-def managed_maps() -> set[str]:
+def managed_maps(deadline: Deadline) -> set[str]:
     """Names of the maps a running multipathd manages; empty when it does not run."""
     try:
-        return set(_ask("show", "maps", "raw", "format", "%n").split())
+        return set(_ask("show", "maps", "raw", "format", "%n", deadline=deadline).split())
     except MultipathdError:
         return set()
 
 
-def set_key(map_name: str, key: int) -> None:
+def set_key(map_name: str, key: int, deadline: Deadline) -> None:
     """Make multipathd register `key` on every path it adds to `map_name` from now on."""
-    answer = _ask("setprkey", "map", map_name, "key", format_key(key))
+    answer = _ask("setprkey", "map", map_name, "key", format_key(key), deadline=deadline)
     if "fail" in answer.lower():
         raise MultipathdError(f"setprkey refused for {map_name}: {answer}; multipath.conf "
                               "needs `reservation_key file`")
-    _ask("setprstatus", "map", map_name)
+    _ask("setprstatus", "map", map_name, deadline=deadline)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from .budget import Deadline
 from .devices import Storage, resolve_all, shared_vg_devices
 from .keys import (
     KeyScheme,
@@ -19,7 +20,6 @@ from .keys import (
     parse_key,
     run_cmapctl,
 )
-from .policies import Deadline
 from .prtypes import PrType
 
 
@@ -46,7 +46,8 @@ class Plan:
         return next((n for n, k in self.keys.items() if k == key), f"unknown-{format_key(key)}")
 
 
-def _node_keys(options: dict[str, str]) -> tuple[dict[str, int], str | None]:
+def _node_keys(options: dict[str, str],
+               deadline: Deadline) -> tuple[dict[str, int], str | None]:
     text = options.get("--node_keys", "").strip()
     if text:
         keys = {}
@@ -57,7 +58,7 @@ def _node_keys(options: dict[str, str]) -> tuple[dict[str, int], str | None]:
             keys[name.strip()] = parse_key(key)
         return keys, None
     path = options.get("--corosync-cmap-path", "/usr/sbin/corosync-cmapctl")
-    cluster = load_cluster_info(lambda: run_cmapctl(path))
+    cluster = load_cluster_info(lambda: run_cmapctl(path, timeout=deadline.timeout_s()))
     # fencing.py upper-cases the value of every option that has "choices".
     scheme = KeyScheme(options.get("--key_value", "nodeid").lower())
     keys = {n.name: derive_key(scheme, cluster, n.name) for n in cluster.nodes if n.name}
@@ -71,18 +72,20 @@ def _node_keys(options: dict[str, str]) -> tuple[dict[str, int], str | None]:
 FENCER_BUDGET_S = 60.0
 
 
-def _budget(options: dict[str, str]) -> float:
+def budget(options: dict[str, str]) -> Deadline:
+    """The run's one budget, started now: the agent makes it before anything else."""
     try:
         seconds = float(options.get("--power-timeout", "20"))
     except ValueError:
         raise Refused("power_timeout must be a number of seconds") from None
-    return seconds if seconds > 0 else FENCER_BUDGET_S
+    return Deadline(seconds if seconds > 0 else FENCER_BUDGET_S)
 
 
-def make_plan(options: dict[str, str]) -> Plan:
-    """Everything is checked here, before any device is touched."""
+def make_plan(options: dict[str, str], deadline: Deadline) -> Plan:
+    """Everything is checked here, before any device is touched; discovery spends from
+    `deadline` like everything after it."""
     action = options["--action"]
-    keys, corosync_local = _node_keys(options)
+    keys, corosync_local = _node_keys(options, deadline)
     check_unique(keys)
     local = options.get("--local_node") or corosync_local or socket.gethostname().split(".")[0]
     if local not in keys:
@@ -107,11 +110,10 @@ def make_plan(options: dict[str, str]) -> Plan:
         pr_type = PrType(int(options.get("--reservation_type", "3")))
     except ValueError:
         raise Refused("reservation_type must be 1..6 (pr.h numbering)") from None
-    budget = _budget(options)
     specs = [d.strip() for d in options.get("--devices", "").split(",") if d.strip()]
     if not specs:
-        specs = shared_vg_devices()
+        specs = shared_vg_devices(deadline.timeout_s())
     if not specs:
         raise Refused("no devices: set devices=, or use shared LVM volume groups")
-    return Plan(action, resolve_all(specs), keys, local, target, target_key, pr_type,
-                Deadline(budget))
+    return Plan(action, resolve_all(specs, deadline), keys, local, target, target_key,
+                pr_type, deadline)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -25,23 +24,10 @@ finally:
     if _HIDE_TORNADO:
         del sys.modules["tornado"]
 
+from .budget import Deadline  # noqa: E402
 from .errors import TRANSIENT  # noqa: E402
 
 T = TypeVar("T")
-
-
-class Deadline:
-    """The fencer's budget (power_timeout) for the whole action, shared by every step."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return max(0.0, self.end - time.monotonic())
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0
 
 
 BACKOFF = wait_exponential(multiplier=0.05, max=1.0)

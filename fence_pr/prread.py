@@ -33,21 +33,24 @@ T = TypeVar("T")
 
 
 def _read(fd: int, device: str, ioctl: Callable[..., T], fallback: Callable[..., T],
-          ioctl_name: str) -> T:
+          ioctl_name: str, timeout_ms: int) -> T:
+    """The pr.h ioctl (the kernel times its own command), else the transport's command,
+    which carries `timeout_ms`: what is left of the run's budget."""
     if not FORCE_FALLBACK:
         try:
             return ioctl(fd, device=device)
         except NotSupported as e:
             _note_fallback(device, f"kernel lacks {ioctl_name} ({e})")
-    return fallback(fd, device=device)
+    return fallback(fd, device=device, timeout_ms=timeout_ms)
 
 
-def read_keys(fd: int, *, nvme: bool, device: str) -> KeyList:
+def read_keys(fd: int, *, nvme: bool, device: str, timeout_ms: int) -> KeyList:
     return _read(fd, device, prh.read_keys,
-                 nvme_passthru.read_keys if nvme else sgio.read_keys, "IOC_PR_READ_KEYS")
+                 nvme_passthru.read_keys if nvme else sgio.read_keys, "IOC_PR_READ_KEYS",
+                 timeout_ms)
 
 
-def read_reservation(fd: int, *, nvme: bool, device: str) -> Reservation:
+def read_reservation(fd: int, *, nvme: bool, device: str, timeout_ms: int) -> Reservation:
     return _read(fd, device, prh.read_reservation,
                  nvme_passthru.read_reservation if nvme else sgio.read_reservation,
-                 "IOC_PR_READ_RESERVATION")
+                 "IOC_PR_READ_RESERVATION", timeout_ms)

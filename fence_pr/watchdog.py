@@ -22,6 +22,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .budget import Deadline
 
 CHECK_OK, CHECK_FENCED, CHECK_CONFIG = 0, 1, 2
 CONFIG_PATHS = ("/etc/sysconfig/fence_pr", "/etc/default/fence_pr")
@@ -36,8 +40,9 @@ def parse_config(text: str) -> dict[str, str]:
             continue
         key, _, value = line.partition("=")
         options["--" + key.strip().replace("-", "_")] = value.strip().strip("\"'")
-    if "--corosync_cmap_path" in options:
-        options["--corosync-cmap-path"] = options.pop("--corosync_cmap_path")
+    for name in ("corosync_cmap_path", "power_timeout"):  # fencing.py's long option names
+        if f"--{name}" in options:
+            options["--" + name.replace("_", "-")] = options.pop(f"--{name}")
     return options
 
 
@@ -54,9 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["repair"]:
         return CHECK_FENCED
     # Imported here so `repair` and configuration errors cost nothing.
-    from . import engine
-    from .keys import CmapError
-    from .plan import Refused, make_plan
+    from .bounded import run_bounded
+    from .plan import Refused, budget
 
     text = config_text()
     if text is None:
@@ -65,8 +69,24 @@ def main(argv: list[str] | None = None) -> int:
         return CHECK_CONFIG
     options = parse_config(text) | {"--action": "monitor"}
     try:
-        plan = make_plan(options)
-    except (Refused, ValueError, CmapError) as e:
+        deadline = budget(options)
+    except Refused as e:
+        print(f"fence_pr_check: configuration error: {e}", file=sys.stderr)
+        return CHECK_CONFIG
+    # The agent's own hard bound: a read stuck in the kernel (an iSCSI session in
+    # recovery) must not hang the watchdog's test.  Past it, exit 1: unverifiable.
+    return run_bounded(lambda: _check(options, deadline), deadline,
+                       options.get("--devices") or "the shared volume groups' devices")
+
+
+def _check(options: dict[str, str], deadline: Deadline) -> int:
+    from . import engine
+    from .keys import CmapError
+    from .plan import Refused, make_plan
+
+    try:
+        plan = make_plan(options, deadline)
+    except (Refused, ValueError, CmapError) as e:  # DeviceRefused is a ValueError
         print(f"fence_pr_check: configuration error: {e}", file=sys.stderr)
         return CHECK_CONFIG
     reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),

@@ -22,6 +22,7 @@ from pathlib import Path
 from . import bench_startup
 from .agentrun import KEYS, NODE_KEYS
 from .iscsi import IscsiLab
+from .packaged import install
 from .peers import Multipathd, mpath_store, scsi_hex
 from .topology import take_unit_attention
 
@@ -101,10 +102,7 @@ def target_cmds(lab: IscsiLab, n: int) -> list[int]:
             for lun in lab.luns[:n]]
 
 
-INSTALLED = "/usr/local/sbin/fence_pr"  # as the .deb has it under /usr (bench_startup.py):
-# system python3, the package compiled on a local file system.  The lab's venv lives on the
-# checkout's 9p share, where every module lookup is a round trip to the host: a lab
-# artefact the timings should not carry.
+INSTALLED = "/usr/local/sbin/fence_pr"  # as the .deb has it under /usr (packaged.py)
 
 
 def fence_pr(node: str, action: str, target: str, devices: list[str]) -> list[str]:
@@ -245,7 +243,7 @@ def main() -> int:
     emit(setup_s=time.monotonic() - t0, udev_drain_s=udev_s, kernel=os.uname().release)
     log(f"udev's set-up backlog drained in {udev_s:.0f} s")
     log(f"lab ready in {time.monotonic() - t0:.0f} s")
-    fig = bench_startup.figures(bench_startup.install(Path(INSTALLED).parents[1]))
+    fig = bench_startup.figures(install(Path(INSTALLED).parents[1]))
     log(bench_startup.report("lab guest", fig))
     for name, wall in fig.items():
         emit(startup=name, wall=wall)

@@ -11,7 +11,6 @@ the same code, and `make bench-startup` both, without the LUN runs.
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -19,29 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[2]
+from .packaged import install
+
 TARGET = 0.25  # of fence_scsi's median
-
-
-def install(prefix: Path) -> Path:
-    """fence_pr laid out under `prefix` as the .deb lays it out under /usr (package compiled,
-    metadata in share/, the agent script from packaging/sbin/fence_pr.in); its script."""
-    site = prefix / "lib/python3/dist-packages"
-    site.mkdir(parents=True, exist_ok=True)
-    dest = site / "fence_pr"
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(PROJECT / "fence_pr", dest, ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run(["/usr/bin/python3", "-m", "compileall", "-q", str(dest)], check=True)
-    share = prefix / "share/fence_pr"
-    share.mkdir(parents=True, exist_ok=True)
-    for name in ("fence_pr.xml", "fence_pr.usage"):
-        shutil.copy2(PROJECT / "metadata" / name, share / name)
-    script = prefix / "sbin/fence_pr"
-    script.parent.mkdir(parents=True, exist_ok=True)
-    template = (PROJECT / "packaging/sbin/fence_pr.in").read_text()
-    script.write_text(template.replace("@SITELIB@", str(site)))
-    script.chmod(0o755)
-    return script
 
 
 def startup(argv: list[str], runs: int = 5) -> float:

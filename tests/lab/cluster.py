@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -28,10 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import pace
+from .packaged import install
 from .topology import wait_for
 
 PROJECT = Path(__file__).resolve().parent.parent.parent
-AGENT = Path(sys.executable).parent / "fence_pr"
+# fence_pr as the .deb lays it out, on the guest's own file system (packaged.py): what
+# every node's pacemaker-fenced runs as /usr/sbin/fence_pr.
+PACKAGED = Path("/opt/fence_pr-lab")
 CLUSTER_NAME = "prlab"
 SUBNET = "10.77.0"
 LINK_DIR = "/run/fence_pr-lab"
@@ -40,7 +42,8 @@ STONITH_ID = "pr-fence"
 # 10 s): it then registers the device without the metadata, so without on_target="1", and
 # no node can unfence itself.
 METADATA_FAILED = ("Could not retrieve metadata for fencing agent fence_pr",
-                   "metadata action for fence_pr")
+                   "metadata action for fence_pr", "Metadata action for fence_pr",
+                   "Metadata for fence_pr is invalid")
 
 # Everything the node's daemons write goes to a private directory bound over these.
 PRIVATE_DIRS = {
@@ -296,12 +299,19 @@ mount -t overlay overlay -o lowerdir=/usr/sbin,upperdir={s}/sbin-upper,workdir={
         r = self.run("stonith_admin", "--list-registered", check=False, timeout=60)
         return r.stdout.split() if r.returncode == 0 else []
 
+    def fencer_words(self) -> list[str]:
+        """pacemaker-fenced's log lines about the device, its agent or its device list."""
+        return [line.strip() for line in self._pacemaker_log()
+                if "pacemaker-fenced" in line
+                and any(w in line for w in (STONITH_ID, "fence_pr", "device list"))]
+
+    def _pacemaker_log(self) -> list[str]:
+        p = self.state / "log-pacemaker/pacemaker.log"
+        return p.read_text(errors="replace").splitlines() if p.exists() else []
+
     def metadata_failures(self) -> list[str]:
         """pacemaker-fenced's log lines saying it did not get fence_pr's metadata."""
-        p = self.state / "log-pacemaker/pacemaker.log"
-        if not p.exists():
-            return []
-        return [line.strip() for line in p.read_text(errors="replace").splitlines()
+        return [line.strip() for line in self._pacemaker_log()
                 if any(m in line for m in METADATA_FAILED)]
 
     def log_tail(self, rel: str, n: int = 40) -> str:
@@ -352,7 +362,7 @@ class Cluster:
 
     def __init__(self, workdir: Path, node_links: dict[str, dict[str, str]],
                  token_ms: int = 10000, stonith_params: dict[str, str] | None = None,
-                 agent: str = f'#!/bin/sh\nexec {AGENT} "$@"\n') -> None:
+                 agent: str | None = None) -> None:
         self.workdir = workdir
         names = list(node_links)
         self.nodes = [ClusterNode(n, i, workdir, node_links[n])
@@ -368,12 +378,14 @@ class Cluster:
         return next(n for n in self.nodes if n.name == name)
 
     def build(self) -> None:
+        """`agent` or else the packaged fence_pr is each node's /usr/sbin/fence_pr."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        packaged = install(PACKAGED).read_text()
         pairs = [(n.name, n.nodeid) for n in self.nodes]
         conf = corosync_conf(pairs, self.token_ms)
         cib = cib_xml(pairs, self.devices, self.stonith_params)
         for n in self.nodes:
-            n.create(conf, cib, self.agent)
+            n.create(conf, cib, self.agent or packaged)
         self._wire()
 
     def _wire(self) -> None:
@@ -410,8 +422,15 @@ class Cluster:
     def wait_fencers(self) -> None:
         """Every node's pacemaker-fenced has registered the device, with its metadata:
         before that, nothing unfences, and without the metadata nothing ever will."""
-        self.wait(lambda: all(STONITH_ID in n.fencer_devices() for n in self.nodes),
-                  f"every node's pacemaker-fenced to register {STONITH_ID}", 120)
+        try:
+            self.wait(lambda: all(STONITH_ID in n.fencer_devices() for n in self.nodes),
+                      f"every node's pacemaker-fenced to register {STONITH_ID}", 120)
+        except ClusterError as e:
+            missing = [n for n in self.nodes if STONITH_ID not in n.fencer_devices()]
+            said = "; ".join(f"{n.name}: {n.fencer_words()[-3:] or 'nothing'}" for n in missing)
+            raise ClusterError(f"pacemaker-fenced on {', '.join(n.name for n in missing)} did "
+                               f"not register {STONITH_ID}; what it logged about it: {said}\n"
+                               f"{e}") from None
         cause = self.cause()
         if cause:
             raise ClusterError(cause)
@@ -454,6 +473,8 @@ class Cluster:
             out.append(f"===== {n.name}: crm_mon =====\n{n.crm_mon() if n.holder else ''}")
             out.append(f"===== {n.name}: pacemaker.log tail =====\n"
                        + n.log_tail("log-pacemaker/pacemaker.log", 60))
+            out.append(f"===== {n.name}: pacemaker-fenced on {STONITH_ID} =====\n"
+                       + "\n".join(n.fencer_words()[-15:]))
             out.append(f"===== {n.name}: corosync.log tail =====\n"
                        + n.log_tail("log-corosync/corosync.log", 15))
         return "\n".join(out)

@@ -23,7 +23,7 @@ def main() -> int:
     args = " ".join(a.pytest_args) or "tests/lab"
     marks = "'lab and not once'" if a.skip_once else "lab"
     cmd = (f".venv/bin/python -m pytest -p no:cacheprovider -m {marks} -v --tb=short "
-           f"-o console_output_style=classic {args}")
+           f"--durations=15 -o console_output_style=classic {args}")
     print(f"[lab] booting kernel {a.kernel}: {cmd}", flush=True)
     try:
         # FENCE_PR_* (e.g. make reliability's sample sizes) reach the guest's tests.

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import AGENT, STONITH_ID, Cluster, ClusterError
+from .cluster import PACKAGED, STONITH_ID, Cluster, ClusterError
 
 # pacemaker-fenced asks for metadata on stdin (`action=metadata`), not with -o.
 SLOW_METADATA = f"""#!/bin/sh
 input=$(cat)
 case "$input" in *action=metadata*) sleep 12;; esac
-printf '%s\\n' "$input" | exec {AGENT} "$@"
+printf '%s\\n' "$input" | exec {PACKAGED}/sbin/fence_pr "$@"
 """
 
 

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from fence_pr.bounded import GRACE_S
+
 from .agentrun import AGENT, KEYS, NODE_KEYS, Node, Result
 from .topology import check_paths, dm_message, dm_resume, dm_suspend, scsi_keys, sh
 
 TIMEOUT_S = 15
 # The budget starts after the agent's start (imports, udev: seconds under TCG on a busy
 # host); `on` reads the status first and may spend the whole budget retrying a gone path;
-# the parent adds 3 s of grace (fence_pr/agent.py GRACE_S).  The point is the order of
+# the parent adds GRACE_S of grace (fence_pr/bounded.py).  The point is the order of
 # magnitude: without the bound, iSCSI recovery holds a command for 120 s.
 BOUND_S = 2 * TIMEOUT_S + 10
 ACTIONS = [("on", "node1"), ("off", "node2"), ("status", "node2"), ("monitor", None)]
@@ -151,7 +153,19 @@ def _target_back(lab, within_s: float) -> None:  # type: ignore[no-untyped-def]
         time.sleep(1)
 
 
-def test_target_stops_answering(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
+def watchdog_check(node: Node, conf_dir: Path) -> tuple[Result, float]:
+    """fence_pr_check test, as the watchdog daemon runs it, with power_timeout TIMEOUT_S."""
+    conf = conf_dir / f"check.{node.name}"
+    conf.write_text(f"devices={','.join(node.devices)}\nnode_keys={NODE_KEYS}\n"
+                    f"local_node={node.name}\npower_timeout={TIMEOUT_S}\n")
+    t = time.monotonic()
+    r = subprocess.run([str(Path(AGENT).parent / "fence_pr_check"), "test"],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, FENCE_PR_CHECK_CONF=str(conf)))
+    return Result(r.returncode, r.stdout, r.stderr), time.monotonic() - t
+
+
+def test_target_stops_answering(clean_iscsi, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The iSCSI target's portal group is disabled: every session goes into recovery and
     commands queue at the initiator, and node1's maps queue I/O with no path
     (queue_if_no_path, as multipathd's `no_path_retry queue` sets).  Each action must give
@@ -165,6 +179,11 @@ def test_target_stops_answering(clean_iscsi) -> None:  # type: ignore[no-untyped
         assert "queue_if_no_path" in sh("dmsetup", "table", Path(m).name), m
     lab.tpg.enable = False
     try:
+        # The watchdog's test hook has the agent's bound: a read stuck in iSCSI recovery
+        # must not hang the watchdog daemon (fence_pr_check once bounded it with threads).
+        r, took = watchdog_check(n1, tmp_path)
+        assert r.rc == 1 and "Traceback" not in r.err, r
+        assert took < BOUND_S, (took, r)
         for action, target in ACTIONS:
             r, took = timed(n1, action, target)
             assert r.rc == 1 and "Traceback" not in r.err, (action, r)
@@ -181,6 +200,40 @@ def test_target_stops_answering(clean_iscsi) -> None:  # type: ignore[no-untyped
         for m in n1.devices:  # release anything queued; back to the lab's default
             dm_message(m, "fail_if_no_path")
         _target_back(lab, within_s=120)
+
+
+HANG = "#!/bin/sh\nexec sleep 600\n"
+
+
+def test_discovery_that_hangs_ends_within_the_budget(clean_lio, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """power_timeout is the whole budget: corosync-cmapctl and dmsetup, looked up before any
+    device is touched, spend from it like the PR commands (they had 10 s and 30 s of their
+    own, outside it).  The bound: the budget, the bound's grace (bounded.GRACE_S) and what
+    this guest takes right now to start the agent and fail at once."""
+    lab = clean_lio
+    n1 = Node("node1", lab.maps[1])
+    for tool in ("corosync-cmapctl", "dmsetup"):
+        (tmp_path / tool).write_text(HANG)
+        (tmp_path / tool).chmod(0o755)
+    devices = ",".join(n1.devices)
+
+    def off(*extra: str, path: str | None = None) -> tuple[Result, float]:
+        env = dict(os.environ, PATH=f"{path}:{os.environ['PATH']}") if path else None
+        t = time.monotonic()
+        r = subprocess.run([AGENT, "-o", "off", "-n", "node2", "--devices", devices,
+                            "--power-timeout", str(TIMEOUT_S), *extra], capture_output=True,
+                           text=True, timeout=300, env=env)
+        return Result(r.returncode, r.stdout, r.stderr), time.monotonic() - t
+
+    r, start_s = off("--corosync-cmap-path", str(tmp_path / "absent"))
+    assert r.rc == 1 and "cannot run" in r.err, r
+    bound = TIMEOUT_S + GRACE_S + start_s
+    r, took = off("--corosync-cmap-path", str(tmp_path / "corosync-cmapctl"))
+    assert r.rc == 1 and "corosync-cmapctl did not answer" in r.err, r
+    assert took < bound, (took, bound, r)
+    r, took = off("--node_keys", NODE_KEYS, "--local_node", "node1", path=str(tmp_path))
+    assert r.rc == 1 and "dmsetup status did not answer" in r.err, r
+    assert took < bound, (took, bound, r)
 
 
 def _lock_holder() -> int | None:

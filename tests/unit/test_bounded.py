@@ -10,11 +10,12 @@ import time
 SCRIPT = """
 import sys, time
 from fence_pr.bounded import run_bounded
+from fence_pr.budget import Deadline
 def work():
     print("to stdout", flush=True)
     print("to stderr", file=sys.stderr, flush=True)
     {body}
-sys.exit(run_bounded(work, {seconds}, "/dev/test"))
+sys.exit(run_bounded(work, Deadline({seconds}), "/dev/test"))
 """
 
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 
 from fence_pr.keys import KeyCollision, KeyFormatError
-from fence_pr.plan import Refused, make_plan
+from fence_pr.plan import Plan, Refused, budget, make_plan
 
 KEYS = "node1=0x1,node2=0x2"
+
+
+def plan_of(options: dict[str, str]) -> Plan:
+    """As the agent does it: the budget first, then the plan within it."""
+    return make_plan(options, budget(options))
 
 
 def opts(**kw: str) -> dict[str, str]:
@@ -30,12 +35,12 @@ def opts(**kw: str) -> dict[str, str]:
 ])
 def test_refused_before_devices(kw: dict[str, str], exc: type[Exception], needle: str) -> None:
     with pytest.raises(exc, match=needle):
-        make_plan(opts(**kw))
+        plan_of(opts(**kw))
 
 
 def test_off_needs_a_target() -> None:
     with pytest.raises(Refused, match="no target"):
-        make_plan(opts())
+        plan_of(opts())
 
 
 @pytest.mark.parametrize("kw", [{"nodename": "node1"}, {"plug": "node1"}])
@@ -43,5 +48,5 @@ def test_validate_all_with_this_node_as_target_is_not_self_fencing(kw: dict[str,
     """pcs --agent-validation and stonith_admin --validate name the local node as the target
     (seen in the lab cluster); that is no victim, so validate-all goes on to the devices."""
     with pytest.raises(Exception) as e:
-        make_plan(opts(action="validate-all", **kw))
+        plan_of(opts(action="validate-all", **kw))
     assert "itself" not in str(e.value)

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from fence_pr.budget import Deadline
 from fence_pr.errors import DeviceGone, PathFailure, ReservationConflict
-from fence_pr.policies import Deadline, call_with_retry
+from fence_pr.policies import call_with_retry
 
 
 def flaky(failures: list[Exception]):  # type: ignore[no-untyped-def]

@@ -175,6 +175,7 @@ class FakeSgIo:
         self.response = response
         self.status, self.host, self.rc, self.sense = status, host, rc, sense
         self.cdbs: list[bytes] = []
+        self.timeouts: list[int] = []
 
     def __call__(self, fd: int, request: int, buf: bytearray | None = None) -> int:
         assert request == sgio.SG_IO and buf is not None
@@ -185,6 +186,7 @@ class FakeSgIo:
         assert hdr.dxfer_direction == -3
         assert hdr.mx_sb_len == 32 and hdr.cmd_len == 10 and hdr.timeout > 0
         self.cdbs.append(ctypes.string_at(hdr.cmdp, hdr.cmd_len))
+        self.timeouts.append(hdr.timeout)
         n = min(len(self.response), hdr.dxfer_len)
         ctypes.memmove(hdr.dxferp, self.response, n)
         hdr.resid = hdr.dxfer_len - n
@@ -210,6 +212,21 @@ def test_read_keys_grows_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_ioctl, "call", fake)
     assert sgio.read_keys(3).keys == keys
     assert fake.cdbs[1] == sgio.build_pr_in_cdb(0, 8 + 8800)
+
+
+def test_the_fallback_takes_its_timeout_from_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prread hands SG_IO what is left of the run's budget (it once always sent 30 s)."""
+    from fence_pr import prread
+    from fence_pr.budget import Deadline
+
+    fake = FakeSgIo(keys_response(4, [0xA]))
+    monkeypatch.setattr(_ioctl, "call", fake)
+    monkeypatch.setattr(prread, "FORCE_FALLBACK", True)
+    deadline = Deadline(2.5)
+    assert prread.read_keys(3, nvme=False, device="/dev/sdz",
+                            timeout_ms=deadline.timeout_ms()).keys == [0xA]
+    assert len(fake.timeouts) == 1 and 2000 < fake.timeouts[0] <= 2500, fake.timeouts
+    assert Deadline(0).timeout_ms() == 100  # never 0: SG_IO would take that as 60 s
 
 
 def test_read_reservation_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
