@@ -12,9 +12,10 @@ from typing import Any
 
 from . import engine, multipathd
 from .bounded import EXIT_FAIL
+from .errors import ActionFailed
 from .keys import format_key
 from .lock import node_lock
-from .plan import Plan, Refused
+from .plan import Plan
 
 EXIT_OK = 0  # EXIT_FAIL is 1; status OFF (2) comes from fencing.py's fence_action
 
@@ -53,7 +54,8 @@ def _status(plan: Plan) -> str:
                              plan.deadline)
     if not all(r.ok for r in reports):
         _report(reports)
-        raise Refused("status unknown: " + "; ".join(r.message for r in reports if not r.ok))
+        raise ActionFailed("status unknown: "
+                           + "; ".join(r.message for r in reports if not r.ok))
     return "on" if any(key in r.keys for r in reports) else "off"
 
 
@@ -110,7 +112,7 @@ def _run(plan: Plan, options: dict[str, str], action_loop: ActionLoop) -> int:
             reports = engine.run_all(plan.devices, lambda s: engine.fence(
                 s, plan.local_key, key, plan.pr_type, plan.deadline), plan.deadline)
         if not _report(reports):
-            raise Refused(f"{options['--action']} failed on " + ", ".join(
+            raise ActionFailed(f"{options['--action']} failed on " + ", ".join(
                 r.storage.node for r in reports if not r.ok))
 
     def get_list(_conn: object, _options: dict[str, str]) -> dict[str, tuple[str, str]]:

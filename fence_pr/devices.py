@@ -19,11 +19,12 @@ from enum import Enum
 import pyudev
 
 from .budget import Deadline
+from .errors import FencePrError
 
 LOOP_MAJOR = 7
 
 
-class DeviceRefused(ValueError):
+class DeviceRefused(FencePrError, ValueError):
     """The name does not denote a device fence_pr can use; the message says what to use."""
 
 

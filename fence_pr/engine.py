@@ -22,6 +22,7 @@ from . import prh, prread
 from .budget import Deadline
 from .devices import Path, Storage, Transport
 from .errors import (
+    NotRegistered,
     NotSupported,
     PrError,
     ReservationConflict,
@@ -34,10 +35,6 @@ from .prtypes import KeyList, PrType, Reservation
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class NotRegistered(PrError):
-    """This node's own key is absent: it may itself have been fenced, so it must not fence."""
 
 
 @dataclass
@@ -185,8 +182,7 @@ def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) ->
 def _not_registered(storage: Storage, my_key: int) -> NotRegistered:
     return NotRegistered(
         f"{storage}: this node's key {format_key(my_key)} is not registered; it may have "
-        "been fenced itself. Refusing to fence; run `on` (unfence) once this node is healthy",
-        code=-errno.EPERM, op="preempt-abort", device=storage.node)
+        "been fenced itself. Refusing to fence; run `on` (unfence) once this node is healthy")
 
 
 def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,

@@ -22,7 +22,23 @@ PR_STS_RETRY_PATH_FAILURE = 0xE0000
 PR_STS_PATH_FAST_FAILED = 0xF0000
 
 
-class PrError(Exception):
+class FencePrError(Exception):
+    """Base of every error fence_pr reports (as pyudev has DeviceError): the message says
+    what went wrong and what to do.  Each front end turns it into one line and an exit code
+    in one place; anything else escaping is a bug, reported as an internal error."""
+
+
+class ActionFailed(FencePrError):
+    """The action ran and did not achieve what was asked (a device failed, a status could
+    not be read); the devices' own reports are logged before it."""
+
+
+class NotRegistered(FencePrError):
+    """This node's own key is absent: it may itself have been fenced, so it must not fence.
+    fence_pr's own check, not a kernel outcome."""
+
+
+class PrError(FencePrError):
     """A persistent-reservation operation failed on one device.
 
     `code` keeps the raw value (negative errno or positive status) for logs and tests; callers

@@ -148,22 +148,17 @@ def _plan_and_run(options: dict[str, str], deadline: Deadline,
 
 
 def _exit_code_of(fn: Callable[[], int]) -> int:
-    """Every error as one logged line and exit 1: Pacemaker reads exit codes, admins read
-    the line, nobody reads a traceback."""
-    from .devices import DeviceRefused
-    from .errors import PrError
-    from .keys import CmapError, KeyCollision, KeyDerivationError, KeyFormatError
-    from .lock import LockError
-    from .plan import Refused
+    """The agent's one place that turns an error into a message and an exit code: every
+    fence_pr error as one logged line and exit 1 (Pacemaker reads exit codes, admins read
+    the line, nobody reads a traceback); anything else is a bug, said as such."""
+    from .errors import FencePrError
 
     try:
         return fn()
-    except (Refused, DeviceRefused, KeyFormatError, KeyCollision, KeyDerivationError,
-            CmapError, PrError, LockError) as e:
+    except FencePrError as e:
         logging.error("Failed: %s", e)
         return EXIT_FAIL
     except Exception as e:  # a bug must still give Pacemaker a plain failure
         logging.debug("unexpected error", exc_info=True)
         logging.error("Failed: internal error: %s: %s", type(e).__name__, e)
         return EXIT_FAIL
-

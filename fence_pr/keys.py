@@ -20,24 +20,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .errors import FencePrError
+
 _U32_MAX = (1 << 32) - 1
 _U64_MAX = (1 << 64) - 1
 _KEY_RE = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")
 
 
-class KeyFormatError(ValueError):
+class KeyFormatError(FencePrError, ValueError):
     """A configured key is not a usable reservation key."""
 
 
-class KeyCollision(ValueError):
+class KeyCollision(FencePrError, ValueError):
     """Two nodes would register the same key: fencing one would fence both."""
 
 
-class KeyDerivationError(ValueError):
+class KeyDerivationError(FencePrError, ValueError):
     """The node list lacks what a scheme needs (unknown node, no cluster name, no node ID)."""
 
 
-class CmapError(RuntimeError):
+class CmapError(FencePrError, RuntimeError):
     """corosync-cmapctl could not be run or failed."""
 
 

@@ -22,13 +22,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import FencePrError
+
 LOCK_DIR = "/run/fence_pr"
 LOCK_NAME = "lock"
 GROUP = "haclient"  # Pacemaker's: members may run the agent without root (README)
 POLL_S = 0.05
 
 
-class LockError(Exception):
+class LockError(FencePrError):
     """The node lock cannot be taken."""
 
 

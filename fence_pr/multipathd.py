@@ -13,13 +13,14 @@ import shutil
 import subprocess
 
 from .budget import Deadline
+from .errors import FencePrError
 from .keys import format_key
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 5.0  # each question, at most; never past the run's budget
 
 
-class MultipathdError(RuntimeError):
+class MultipathdError(FencePrError, RuntimeError):
     """multipathd refused or could not be asked; the message carries its answer."""
 
 

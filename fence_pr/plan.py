@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .budget import Deadline
 from .devices import Storage, resolve_all, shared_vg_devices
+from .errors import FencePrError
 from .keys import (
     KeyScheme,
     check_unique,
@@ -23,7 +24,7 @@ from .keys import (
 from .prtypes import PrType
 
 
-class Refused(Exception):
+class Refused(FencePrError):
     """Bad input or an unsafe request; the message tells the admin what to do."""
 
 

@@ -16,7 +16,7 @@ import ctypes
 import errno
 
 from fence_pr import _ioctl
-from fence_pr.errors import DeviceBusy, exception_for, raise_for
+from fence_pr.errors import exception_for, raise_for
 from fence_pr.prtypes import KeyList, PrType, Reservation
 
 __all__ = [
@@ -224,11 +224,9 @@ def read_keys(fd: int, *, device: str | None = None) -> KeyList:
         if total <= want:
             return KeyList(generation=int(out.generation), keys=[int(k) for k in array[:total]])
         want = total
-    raise DeviceBusy(
-        f"{op} failed on {device or '<unknown device>'}: the number of registrations kept "
-        f"changing over {_READ_KEYS_ATTEMPTS} attempts",
-        code=-errno.EAGAIN, op=op, device=device,
-    )
+    raise exception_for(-errno.EAGAIN, op=op, device=device,
+                        reason=f"the number of registrations kept changing over "
+                               f"{_READ_KEYS_ATTEMPTS} attempts")
 
 
 def read_reservation(fd: int, *, device: str | None = None) -> Reservation:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from .errors import FencePrError
+
 
 class PrType(IntEnum):
     """Reservation types in <linux/pr.h> numbering (NVMe uses the same numbers, SCSI does not)."""
@@ -74,7 +76,7 @@ class Reservation:
         return self.type is not None
 
 
-class MalformedResponse(ValueError):
+class MalformedResponse(FencePrError, ValueError):
     """A device response buffer does not parse; the device or transport misbehaved."""
 
 

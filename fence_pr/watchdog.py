@@ -81,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(options: dict[str, str], deadline: Deadline) -> int:
     from . import engine
-    from .keys import CmapError
-    from .plan import Refused, make_plan
+    from .errors import FencePrError
+    from .plan import make_plan
 
     try:
         plan = make_plan(options, deadline)
-    except (Refused, ValueError, CmapError) as e:  # DeviceRefused is a ValueError
+    except FencePrError as e:  # before any device is read: the configuration's
         print(f"fence_pr_check: configuration error: {e}", file=sys.stderr)
         return CHECK_CONFIG
     reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),

@@ -135,3 +135,52 @@ def test_tenacity_retries_only_transient() -> None:
     with pytest.raises(ReservationConflict):
         policy(flaky)(errors.PR_STS_RESERVATION_CONFLICT)
     assert len(calls) == 1
+
+
+def test_every_error_fence_pr_raises_has_the_one_base() -> None:
+    """One base (FencePrError), so each front end catches one type in one place; anything
+    else reaching it is a bug.  Found by walking the package, not by listing."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import fence_pr
+    from fence_pr.errors import FencePrError
+
+    found = []
+    for mod in pkgutil.iter_modules(fence_pr.__path__, "fence_pr."):
+        module = importlib.import_module(mod.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseException) and cls.__module__ == mod.name:
+                found.append(cls)
+                assert issubclass(cls, FencePrError), f"{mod.name}.{cls.__name__}"
+    assert len(found) >= 15, found
+
+
+def test_the_agent_turns_every_fence_pr_error_into_one_line_and_exit_1(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from fence_pr.devices import DeviceRefused
+    from fence_pr.errors import ActionFailed, NotRegistered, exception_for
+    from fence_pr.fencing_agent import _exit_code_of
+    from fence_pr.keys import CmapError
+    from fence_pr.lock import LockTimeout
+    from fence_pr.plan import Refused
+
+    errors: list[Exception] = [
+        Refused("bad option"), DeviceRefused("not a disk"), CmapError("no corosync"),
+        LockTimeout("held"), ActionFailed("off failed on /dev/sdx"), NotRegistered("gone"),
+        exception_for(-errno.EIO, op="read keys", device="/dev/sdx")]
+    for e in errors:
+        def boom(e: Exception = e) -> int:
+            raise e
+        caplog.clear()
+        assert _exit_code_of(boom) == 1
+        assert [r.getMessage() for r in caplog.records] == [f"Failed: {e}"], type(e)
+
+
+def test_the_read_keys_race_goes_through_the_table() -> None:
+    """prh once built this DeviceBusy by hand; the table says EAGAIN is transient."""
+    from fence_pr.errors import DeviceBusy, exception_for
+
+    e = exception_for(-errno.EAGAIN, op="read keys", device="/dev/sdx", reason="kept changing")
+    assert type(e) is DeviceBusy and "kept changing" in str(e)
