@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 import time
+from typing import cast
 
 from . import bench_startup
 from .kernels import KERNELS
@@ -61,20 +62,20 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
                 continue
             wall = float(r["wall"])  # type: ignore[arg-type]
             ratio = f"{wall / float(base):.1f}x" if base else ""  # type: ignore[arg-type]
-            fails = r.get("failed") or []
-            runs_s = f"{r['runs']}" + (f" (+{len(fails)} failed)" if fails else "")  # type: ignore[arg-type]
+            fails = cast(list[dict[str, object]], r.get("failed") or [])
+            runs_s = f"{r['runs']}" + (f" (+{len(fails)} failed)" if fails else "")
             lines.append(f"| {n} | {agent} | {wall:.2f} s | {runs_s} | {ratio} | "
                          f"{cmds(r)} |")
-            failures += [f"{agent} at {n} LUNs failed after {float(f['wall']):.1f} s: {f['why']}"
-                         for f in fails]  # type: ignore[union-attr]
+            failures += [f"{agent} at {n} LUNs failed after {float(f['wall']):.1f} s: "  # type: ignore[arg-type]
+                         f"{f['why']}" for f in fails]
     lines.append("")
     if failures:
         lines += ["Failed runs (not in the medians):", ""] + [f"- {f}" for f in failures] + [""]
     lines.append("Agent start-up (`-o metadata`, median of 5): " + ", ".join(
         f"{a} {s:.2f} s" for a, s in startup.items()) + ".")
     if "fence_pr" in startup and "fence_scsi" in startup:
-        ratio = startup["fence_pr"] / startup["fence_scsi"]
-        lines.append(f"fence_pr's start-up is {100 * ratio:.0f}% of fence_scsi's in the guest "
+        share = startup["fence_pr"] / startup["fence_scsi"]
+        lines.append(f"fence_pr's start-up is {100 * share:.0f}% of fence_scsi's in the guest "
                      f"(target under {100 * bench_startup.TARGET:.0f}%).")
     return "\n".join(lines) + "\n" + (
         f"\nLab: kernel {meta.get('kernel', kernel)}, QEMU TCG (software emulation, 1 vCPU, "

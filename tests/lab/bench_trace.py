@@ -17,10 +17,10 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from . import bench_guest as bg
-from .iscsi import IscsiLab
+if TYPE_CHECKING:  # the lab's modules only where the guest runs them: the parser is
+    from .iscsi import IscsiLab  # unit-tested on hosts without rtslib-fb
 
 TRACING = Path("/sys/kernel/tracing")
 EVENT = TRACING / "events/target/target_sequencer_start/enable"
@@ -83,6 +83,8 @@ def tracing(uevents: list[str]) -> Iterator[None]:
 
 def traced_off(lab: IscsiLab, n: int) -> tuple[list[int], str, float]:
     """bench_guest's counted run of fence_pr, traced over the window it counts."""
+    from . import bench_guest as bg
+
     uevents: list[str] = []
     t0 = time.monotonic()
     r, wall, per = bg.counted_run(lab, "fence_pr", n, tracing(uevents))
@@ -99,6 +101,10 @@ def traced_off(lab: IscsiLab, n: int) -> tuple[list[int], str, float]:
 
 
 def main() -> int:
+    from . import bench_guest as bg
+    from .iscsi import IscsiLab
+    from .packaged import install
+
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 256
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     lab = IscsiLab(luns=n, nodes=2, paths=2, size_mb=1)
@@ -106,7 +112,7 @@ def main() -> int:
         lab.maps[node] = bg.make_maps(lab, node)
     print(f"udev drained in {bg.drain_udev(bg.SETUP_DRAIN_S):.2f} s", flush=True)
     subprocess.run(["dmsetup", "mknodes"], check=False)
-    bg.install_fence_pr()
+    install(Path(bg.INSTALLED).parents[1])
     bg.unfence(lab.maps[1], "node1")
     if not EVENT.exists():
         subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACING)], check=True)

@@ -13,10 +13,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from . import bench_guest as bg
 from .bench_trace import UEVENT, monitoring
 from .iscsi import IscsiLab
+from .packaged import install
 from .topology import take_unit_attention
 
 N = 4
@@ -44,7 +46,7 @@ def main() -> int:
     lab.maps[1] = bg.make_maps(lab, 1)
     bg.drain_udev(600)
     subprocess.run(["dmsetup", "mknodes"], check=False)
-    bg.install_fence_pr()
+    install(Path(bg.INSTALLED).parents[1])
     bg.unfence(lab.maps[1], "node1")
     sds = [lun.paths[(1, 1)].dev for lun in lab.luns]
     window(lab, "nothing", lambda: None)
@@ -52,8 +54,11 @@ def main() -> int:
            lambda: [bg.sh(["sg_persist", "-n", "-i", "-k", d]) for d in sds])
     window(lab, "fence_pr -o status on node1's maps",
            lambda: bg.sh(bg.fence_pr("node1", "status", "node1", lab.maps[1])))
-    window(lab, "one O_DIRECT read on node1's sd paths (taking unit attentions)",
-           lambda: [take_unit_attention(d) for d in sds])
+    def read_each() -> None:
+        for d in sds:
+            take_unit_attention(d)
+
+    window(lab, "one O_DIRECT read on node1's sd paths (taking unit attentions)", read_each)
     return 0
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
+import pluggy
 import pytest
 
 IN_LAB = os.environ.get("FENCE_PR_LAB") == "1"
@@ -40,18 +41,14 @@ def _inside_lab(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     outcome = yield
     report = outcome.get_result()
     if IN_LAB and report.failed:
         log = subprocess.run(["/usr/bin/dmesg"], capture_output=True, text=True)
         lines = (log.stdout or log.stderr).splitlines()
         report.sections.append(("guest kernel log (tail)", "\n".join(lines[-30:])))
-
-
-def kernel_at_least(major: int, minor: int) -> bool:
-    rel = os.uname().release.split("+")[0].split("-")[0].split(".")
-    return (int(rel[0]), int(rel[1])) >= (major, minor)
 
 
 @pytest.fixture(scope="session")
@@ -69,24 +66,11 @@ def lio():  # type: ignore[no-untyped-def]
 @pytest.fixture
 def clean_lio(lio):  # type: ignore[no-untyped-def]
     """The session's LUNs with no registration and every path running, before and after."""
-    from .topology import scsi_clear
+    from .scenario import reset_luns
 
-    def reset() -> None:
-        for lun in lio.luns:
-            for p in lun.paths.values():
-                p.set_state("running")
-            for m in lio.maps.values():
-                from .topology import dm_message, dm_path_states
-
-                st = dm_path_states(m[lun.index])
-                for mm, s in st.items():
-                    if s == "F":
-                        dm_message(m[lun.index], f"reinstate_path {mm}")
-            scsi_clear(next(iter(lun.paths.values())).dev)
-
-    reset()
+    reset_luns(lio)
     yield lio
-    reset()
+    reset_luns(lio)
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,7 @@ def main() -> int:
         cl.start()
         full = [2] * len(lab.luns)
         for n in ("node1", "node2"):
-            cl.wait(lambda n=n: [scsi_keys(lun.paths[(2, 1)].dev).count(KEYS[n])  # type: ignore[misc]
+            cl.wait(lambda n=n: [scsi_keys(lun.paths[(2, 1)].dev).count(KEYS[n])
                                  for lun in lab.luns] == full,
                     f"{n} unfenced on every path", 300)
         cl.wait(lambda: cl["node1"].online() == {"node1", "node2"}, "both nodes online", 120)

@@ -123,7 +123,7 @@ class IscsiLab:
         settle()
         host = int(os.path.realpath(sdir / "device").split("/host")[-1].split("/")[0])
         for idx, dev in disks.items():
-            wait_for(lambda d=dev: os.path.exists(d), dev)  # type: ignore[misc]
+            wait_for(lambda d=dev: os.path.exists(d), dev)
             self.luns[idx].paths[(node, path)] = ScsiPath(dev, node, path, host)
 
     def logout(self, node: int, path: int) -> None:

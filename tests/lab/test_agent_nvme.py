@@ -10,12 +10,10 @@ import errno
 
 import pytest
 
-from .agentrun import Node, Result
-from .conftest import kernel_at_least
+from .agentrun import Node
 from .io import write_block
 from .nvmet import nvme_keys
-
-NVMET_RESV = kernel_at_least(6, 13)
+from .scenario import NVMET_RESV, assert_unsupported, heads_of, swap_nodes
 
 
 def nodes(lab) -> tuple[Node, Node]:  # type: ignore[no-untyped-def]
@@ -26,12 +24,6 @@ def nodes(lab) -> tuple[Node, Node]:  # type: ignore[no-untyped-def]
 def registered(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]
     """Registrations of `key` per namespace, one per host, as the controller reports them."""
     return [nvme_keys(lab.dev(2, 1, nsid)).count(key) for nsid in lab.nsids]
-
-
-def assert_unsupported(node: Node, r: Result | None = None) -> None:
-    """6.12's nvmet has no reservations: `on` fails, says so, and registers nothing."""
-    r = r or node.run("on", node.name)
-    assert r.rc == 1 and "not supported" in r.err.lower() and "Traceback" not in r.err, r
 
 
 def test_nvme_fence_cycle(clean_nvme) -> None:  # type: ignore[no-untyped-def]
@@ -152,14 +144,3 @@ def test_fence_cycle_through_native_multipath_heads(clean_nvme) -> None:  # type
     assert [write_block(h) for h in n2.devices] == [0, 0]
 
 
-def heads_of(lab, node: int) -> list[str]:  # type: ignore[no-untyped-def]
-    path = min(p for (n, p) in lab.ctrls if n == node)
-    return sorted({lab.dev(node, path, nsid) for nsid in lab.nsids})
-
-
-def swap_nodes(lab, gone: int, back: int) -> None:  # type: ignore[no-untyped-def]
-    for (n, p) in list(lab.ctrls):
-        if n == gone:
-            lab.delete_controller(n, p)
-    for p in range(lab.paths):
-        lab.connect(back, p)

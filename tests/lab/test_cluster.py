@@ -20,12 +20,12 @@ from fence_pr.keys import corosync_key
 
 from .cluster import CLUSTER_NAME, LINK_DIR, PROJECT, STONITH_ID, Cluster, ClusterNode
 from .io import write_block
-from .topology import dm_message, dm_path_states, scsi_clear, scsi_keys
+from .scenario import START_TIMEOUT, reset_luns
+from .topology import scsi_keys
 
 KERNEL = os.environ.get("LAB_KERNEL", "?")
 KEY = {f"node{i}": corosync_key(CLUSTER_NAME, i) for i in (1, 2)}
 TIMES_FILE = PROJECT / "lab-out" / f"cluster-times-{KERNEL}.json"  # one per kernel: runs overlap
-START_TIMEOUT = 420  # both nodes online and unfenced, under TCG
 FENCE_TIMEOUT = 180  # token loss + scheduler + fence_pr under TCG
 
 times: dict[str, float] = {}
@@ -37,18 +37,6 @@ def record(capsys: pytest.CaptureFixture[str], name: str, seconds: float) -> Non
         print(f"\n[cluster] kernel {KERNEL}: {name}: {seconds:.2f}s", flush=True)
     TIMES_FILE.parent.mkdir(exist_ok=True)
     TIMES_FILE.write_text(json.dumps({KERNEL: times}, indent=2) + "\n")
-
-
-def reset_luns(lio) -> None:  # type: ignore[no-untyped-def]
-    """Every path running, no dm path failed, no registration: what clean_lio guarantees."""
-    for lun in lio.luns:
-        for p in lun.paths.values():
-            p.set_state("running")
-        for maps in lio.maps.values():
-            for mm, s in dm_path_states(maps[lun.index]).items():
-                if s == "F":
-                    dm_message(maps[lun.index], f"reinstate_path {mm}")
-        scsi_clear(next(iter(lun.paths.values())).dev)
 
 
 @pytest.fixture(scope="module")

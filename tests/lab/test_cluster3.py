@@ -15,7 +15,7 @@ from fence_pr.keys import corosync_key
 
 from .cluster import CLUSTER_NAME, Cluster
 from .io import write_block
-from .test_cluster import START_TIMEOUT, reset_luns
+from .scenario import START_TIMEOUT, reset_luns
 from .topology import check_paths, scsi_keys, settle, sh
 
 NODES = ("node1", "node2", "node3")
@@ -67,7 +67,7 @@ def test_three_nodes_unfence_and_node1_fences_node3(cl3, capsys) -> None:  # typ
     with capsys.disabled():
         print(f"\n[cluster3] stonith_admin --fence node3: {took:.2f}s", flush=True)
     assert [count(c, n) for n in NODES] == [2, 2, 0]
-    lun = c.lun  # type: ignore[attr-defined]
+    lun = c.lun
     check_paths({n: [c[f"node{n}"].links["lun0"]] for n in (1, 2, 3)})
     assert write_block(lun.paths[(3, 0)].dev) == errno.EBADE
     assert write_block(lun.paths[(1, 0)].dev) == 0

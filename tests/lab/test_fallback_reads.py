@@ -13,8 +13,8 @@ from fence_pr.errors import NotSupported
 from fence_pr.prtypes import PrType
 
 from .agentrun import KEYS, NODE_KEYS, agent_argv
-from .conftest import kernel_at_least
 from .io import opened
+from .scenario import kernel_at_least
 
 K1, K2 = KEYS["node1"], KEYS["node2"]
 WERO = PrType.WRITE_EXCLUSIVE_REG_ONLY

@@ -18,15 +18,8 @@ import pytest
 from fence_pr.bounded import GRACE_S
 
 from .agentrun import AGENT, KEYS, NODE_KEYS, Node, Result
+from .scenario import ACTIONS, BOUND_S, TIMEOUT_S, timed
 from .topology import check_paths, dm_message, dm_resume, dm_suspend, scsi_keys, sh
-
-TIMEOUT_S = 15
-# The budget starts after the agent's start (imports, udev: seconds under TCG on a busy
-# host); `on` reads the status first and may spend the whole budget retrying a gone path;
-# the parent adds GRACE_S of grace (fence_pr/bounded.py).  The point is the order of
-# magnitude: without the bound, iSCSI recovery holds a command for 120 s.
-BOUND_S = 2 * TIMEOUT_S + 10
-ACTIONS = [("on", "node1"), ("off", "node2"), ("status", "node2"), ("monitor", None)]
 
 
 @pytest.fixture(params=["tcm_loop", "iscsi"])
@@ -36,12 +29,6 @@ def pair(request) -> Iterator[tuple[object, Node, Node]]:  # type: ignore[no-unt
     assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
     check_paths(lab.maps)
     yield lab, n1, n2
-
-
-def timed(node: Node, action: str, target: str | None) -> tuple[Result, float]:
-    t = time.monotonic()
-    r = node.run(action, target, "--power-timeout", str(TIMEOUT_S))
-    return r, time.monotonic() - t
 
 
 def per_lun(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]

@@ -17,8 +17,7 @@ import pytest
 
 from .agentrun import Node
 from .nvmet import nvme_keys
-from .test_agent_nvme import NVMET_RESV, assert_unsupported, heads_of, swap_nodes
-from .test_fault_matrix import ACTIONS, BOUND_S, timed
+from .scenario import ACTIONS, BOUND_S, NVMET_RESV, assert_unsupported, heads_of, swap_nodes, timed
 
 pytestmark = pytest.mark.reloads_nvme_core
 

@@ -21,8 +21,8 @@ from fence_pr import _ioctl, prh
 from fence_pr.errors import IoError, NotSupported, PermissionDenied, PrError, ReservationConflict
 from fence_pr.prtypes import PrType
 
-from .conftest import kernel_at_least
 from .io import opened, write_block
+from .scenario import kernel_at_least
 from .topology import ScratchDisk, scsi_keys
 
 K1, K2 = 0xA1A1000000000001, 0xA1A1000000000002

@@ -16,9 +16,9 @@ from fence_pr import prh
 from fence_pr.errors import NotSupported, ReservationConflict
 from fence_pr.prtypes import PrType
 
-from .conftest import kernel_at_least
 from .io import opened, write_block
 from .nvmet import namespaces_of, nvme_keys
+from .scenario import kernel_at_least
 
 K1, K2 = 0xA1A1000000000001, 0xA1A1000000000002
 WERO = PrType.WRITE_EXCLUSIVE_REG_ONLY

@@ -19,7 +19,7 @@ import pytest
 import fence_pr
 
 from .agentrun import KEYS, NODE_KEYS, Node, Result
-from .conftest import kernel_at_least
+from .scenario import kernel_at_least
 from .topology import check_paths, scsi_keys
 
 GROUP = "haclient"  # Pacemaker's group; packaging/udev/60-fence_pr.rules uses it too
@@ -133,7 +133,7 @@ def test_another_user_cannot_hold_the_node_lock(clean_lio) -> None:  # type: ign
         stdout=subprocess.PIPE, text=True)
     try:
         assert thief.stdout is not None
-        said = []
+        said: list[str] = []
         while (line := thief.stdout.readline().strip()) != "ready":
             assert line, f"the lock thief exited: {said}"
             said.append(line)

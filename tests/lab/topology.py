@@ -158,7 +158,7 @@ class LioLab:
                          f"{n} disks on host{host}")
         settle()
         for idx, dev in disks.items():
-            wait_for(lambda d=dev: os.path.exists(d), dev)  # type: ignore[misc]
+            wait_for(lambda d=dev: os.path.exists(d), dev)
             self.luns[idx].paths[(node, path)] = ScsiPath(dev, node, path, host)
 
     def make_maps(self, node: int, features: str = "0") -> list[str]:
