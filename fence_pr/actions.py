@@ -12,6 +12,7 @@ from typing import Any
 
 from . import engine, multipathd
 from .bounded import EXIT_FAIL
+from .devices import Kind
 from .errors import ActionFailed
 from .keys import format_key
 from .lock import node_lock
@@ -36,7 +37,7 @@ def _report(reports: list[engine.DeviceReport]) -> bool:
 def hand_key_to_multipathd(plan: Plan, reports: list[engine.DeviceReport]) -> None:
     """Where multipathd manages a map, it registers paths added later (the kernel never does)."""
     maps = {r.storage.node.removeprefix("/dev/mapper/"): r for r in reports
-            if r.ok and r.storage.kind == "dm-multipath map"}
+            if r.ok and r.storage.kind is Kind.MULTIPATH_MAP}
     for name in sorted(maps.keys() & multipathd.managed_maps(plan.deadline)):
         try:
             multipathd.set_key(name, plan.local_key, plan.deadline)

@@ -1,7 +1,7 @@
 """What a device name means: a SCSI disk, an NVMe namespace or a dm-multipath map.
 
 Objects over pyudev/sysfs, in the manner of pyudev and rtslib: above this
-module nobody handles sysfs paths, only `Storage` and its `Path`s.  Nothing
+module nobody handles sysfs paths, only `Storage` and its `DevicePath`s.  Nothing
 here issues a persistent-reservation command.
 """
 
@@ -33,8 +33,16 @@ class Transport(Enum):
     NVME = "nvme"
 
 
+class Kind(Enum):
+    """What the admin named; the value is how messages say it."""
+
+    SCSI_DISK = "scsi disk"
+    NVME_NAMESPACE = "nvme namespace"
+    MULTIPATH_MAP = "dm-multipath map"
+
+
 @dataclass(frozen=True)
-class Path:
+class DevicePath:
     """One way to a logical unit: the block device PR commands are sent through."""
 
     node: str
@@ -71,19 +79,19 @@ class Storage:
     node: str  # what the admin named, resolved to /dev/...
     wwid: str
     transport: Transport
-    kind: str  # "scsi disk", "nvme namespace", "dm-multipath map"
-    paths: tuple[Path, ...]
+    kind: Kind
+    paths: tuple[DevicePath, ...]
 
     @property
     def per_path_registration(self) -> bool:
         """SCSI registers an I_T nexus, so each path needs its own REGISTER; NVMe a host."""
         return self.transport is Transport.SCSI
 
-    def paths_by_rank(self) -> list[Path]:
+    def paths_by_rank(self) -> list[DevicePath]:
         return sorted(self.paths, key=lambda p: p.rank)
 
     def __str__(self) -> str:
-        return f"{self.node} ({self.kind} {self.wwid})"
+        return f"{self.node} ({self.kind.value} {self.wwid})"
 
 
 # SCSI VPD page 0x83 designator types as sysfs spells them, and the one-digit prefix
@@ -132,7 +140,7 @@ def _slaves(dev: pyudev.Device) -> tuple[list[pyudev.Device], list[str]]:
     return live, gone
 
 
-def _scsi_path(dev: pyudev.Device) -> Path:
+def _scsi_path(dev: pyudev.Device) -> DevicePath:
     node = str(dev.device_node)
     try:
         state = str(dev.attributes.asstring("device/state")).strip()
@@ -140,7 +148,7 @@ def _scsi_path(dev: pyudev.Device) -> Path:
         state = "running"
     host = dev.find_parent("scsi", "scsi_host")
     proc_name = _proc_name(host.sys_path, host.sys_name) if host is not None else ""
-    return Path(node, disk_state=state, abort_unsafe=proc_name.startswith("tcm_loop"))
+    return DevicePath(node, disk_state=state, abort_unsafe=proc_name.startswith("tcm_loop"))
 
 
 @functools.cache
@@ -208,7 +216,7 @@ def _multipath(dev: pyudev.Device, dm_states: dict[str, dict[str, str]] | None =
         why = f"its path devices are gone ({', '.join(gone)})" if gone else "it has no paths"
         raise DeviceRefused(f"/dev/mapper/{name}: multipath map cannot be reached: "
                             f"{why}. Restore a path (iSCSI login, cabling), then retry")
-    return Storage(f"/dev/mapper/{name}", _wwid_of(dev), Transport.SCSI, "dm-multipath map",
+    return Storage(f"/dev/mapper/{name}", _wwid_of(dev), Transport.SCSI, Kind.MULTIPATH_MAP,
                    tuple(paths))
 
 
@@ -232,9 +240,10 @@ def _classify(dev: pyudev.Device, named: str,
                                 "beneath it")
         return _multipath(dev, dm_states)
     if re.fullmatch(r"nvme\d+n\d+", name):
-        return Storage(node, _wwid_of(dev), Transport.NVME, "nvme namespace", (Path(node),))
+        return Storage(node, _wwid_of(dev), Transport.NVME, Kind.NVME_NAMESPACE,
+                       (DevicePath(node),))
     if dev.find_parent("scsi", "scsi_device") is not None and re.fullmatch(r"sd[a-z]+", name):
-        return Storage(node, _wwid_of(dev), Transport.SCSI, "scsi disk", (_scsi_path(dev),))
+        return Storage(node, _wwid_of(dev), Transport.SCSI, Kind.SCSI_DISK, (_scsi_path(dev),))
     raise DeviceRefused(f"{named} ({name}) has no persistent reservation support: fence_pr "
                         "needs a SCSI disk, an NVMe namespace or a dm-multipath map")
 

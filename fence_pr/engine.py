@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from . import prh, prread
 from .budget import Deadline
-from .devices import Path, Storage, Transport
+from .devices import DevicePath, Storage, Transport
 from .errors import (
     NotRegistered,
     NotSupported,
@@ -68,7 +68,7 @@ def _write_mode() -> int:
 
 
 @contextmanager
-def _opened(path: Path, *, write: bool) -> Iterator[int]:
+def _opened(path: DevicePath, *, write: bool) -> Iterator[int]:
     try:
         fd = os.open(path.node, (_write_mode() if write else os.O_RDONLY) | os.O_CLOEXEC)
     except OSError as e:
@@ -79,12 +79,12 @@ def _opened(path: Path, *, write: bool) -> Iterator[int]:
         os.close(fd)
 
 
-def _on_path(path: Path, fn: Callable[[int], object], *, write: bool) -> None:
+def _on_path(path: DevicePath, fn: Callable[[int], object], *, write: bool) -> None:
     with _opened(path, write=write) as fd:
         fn(fd)
 
 
-def _first_path(storage: Storage, deadline: Deadline, fn: Callable[[Path], T]) -> T:
+def _first_path(storage: Storage, deadline: Deadline, fn: Callable[[DevicePath], T]) -> T:
     """Run `fn` on the first path that works, best paths first.
 
     A path failure moves on to the next path at once; only when every path
@@ -108,7 +108,7 @@ def _read(storage: Storage, deadline: Deadline,
     """A read-only query answered by the first path that works."""
     nvme = storage.transport is Transport.NVME
 
-    def read(path: Path) -> T:
+    def read(path: DevicePath) -> T:
         with _opened(path, write=False) as fd:
             return reader(fd, nvme=nvme, device=path.node, timeout_ms=deadline.timeout_ms())
     return _first_path(storage, deadline, read)
@@ -127,7 +127,7 @@ def expected_count(storage: Storage, registered_paths: int) -> int:
     return registered_paths if storage.per_path_registration else min(1, registered_paths)
 
 
-def _register_path(path: Path, key: int) -> Path:
+def _register_path(path: DevicePath, key: int) -> DevicePath:
     # IGNORE_KEY replaces whatever this nexus/host held; with old_key == key NVMe does the
     # same (old_key 0 + IGNORE_KEY is a plain Register there and conflicts).
     _on_path(path, lambda fd: prh.register(fd, key, key, ignore_key=True, device=path.node),
@@ -137,7 +137,7 @@ def _register_path(path: Path, key: int) -> Path:
 
 def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) -> DeviceReport:
     """Unfence: register `key` on every path, reserve if nobody holds a reservation."""
-    done: list[Path] = []
+    done: list[DevicePath] = []
     degraded: list[str] = []
     if storage.per_path_registration:
         # Paths dm marked failed are tried too: PR commands go to the sd device itself, and
@@ -194,7 +194,7 @@ def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
     not registered, so only then are the keys read to say why -- a node that was itself
     fenced refuses, a victim already gone is fine.
     """
-    def preempt(path: Path) -> None:
+    def preempt(path: DevicePath) -> None:
         # LIO's tcm_loop wedges on PREEMPT AND ABORT: plain PREEMPT there.
         _on_path(path, lambda fd: prh.preempt(fd, my_key, victim, pr_type,
                                               abort=not path.abort_unsafe,
@@ -218,7 +218,7 @@ def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
         return DeviceReport(storage, False, f"key {format_key(victim)} still registered after "
                             "PREEMPT AND ABORT", keys=keys)
     if not read_reservation(storage, deadline).held:
-        def reserve(path: Path) -> None:
+        def reserve(path: DevicePath) -> None:
             _on_path(path, lambda fd: prh.reserve(fd, my_key, pr_type, device=path.node),
                      write=True)
         _first_path(storage, deadline, reserve)
