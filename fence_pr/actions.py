@@ -10,13 +10,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from . import engine, multipathd
-from .bounded import EXIT_FAIL
+from . import engine
 from .devices import Kind
-from .errors import ActionFailed
-from .keys import format_key
-from .lock import node_lock
+from .host import multipathd
+from .host.bounded import EXIT_FAIL
+from .host.lock import node_lock
 from .plan import Plan
+from .pr.errors import ActionFailed
+from .pr.prtypes import format_key
 
 EXIT_OK = 0  # EXIT_FAIL is 1; status OFF (2) comes from fencing.py's fence_action
 

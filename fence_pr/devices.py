@@ -18,8 +18,8 @@ from enum import Enum
 
 import pyudev
 
-from .budget import Deadline
-from .errors import FencePrError
+from .host.budget import Deadline
+from .pr.errors import FencePrError
 
 LOOP_MAJOR = 7
 

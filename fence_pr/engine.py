@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from . import prh, prread
-from .budget import Deadline
 from .devices import DevicePath, Storage, Transport
-from .errors import (
+from .host.budget import Deadline
+from .policies import call_with_retry
+from .pr import prh, prread
+from .pr.errors import (
     NotRegistered,
     NotSupported,
     PrError,
@@ -29,9 +30,7 @@ from .errors import (
     TransientError,
     exception_for,
 )
-from .keys import format_key
-from .policies import call_with_retry
-from .prtypes import KeyList, PrType, Reservation
+from .pr.prtypes import KeyList, PrType, Reservation, format_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

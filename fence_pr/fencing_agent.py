@@ -17,8 +17,8 @@ from typing import Any
 sys.path.append("/usr/share/fence")
 import fencing  # /usr/share/fence is not on sys.path by itself
 
-from .bounded import EXIT_FAIL, run_bounded
-from .budget import Deadline
+from .host.bounded import EXIT_FAIL, run_bounded
+from .host.budget import Deadline
 
 DEVICE_OPT = ["no_login", "no_password", "devices", "nodename", "port", "no_port", "key",
               "key_value", "node_keys", "local_node", "reservation_type", "fabric_fencing",
@@ -151,7 +151,7 @@ def _exit_code_of(fn: Callable[[], int]) -> int:
     """The agent's one place that turns an error into a message and an exit code: every
     fence_pr error as one logged line and exit 1 (Pacemaker reads exit codes, admins read
     the line, nobody reads a traceback); anything else is a bug, said as such."""
-    from .errors import FencePrError
+    from .pr.errors import FencePrError
 
     try:
         return fn()

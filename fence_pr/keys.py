@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .errors import FencePrError
+from .pr.errors import FencePrError
+from .pr.prtypes import U64_MAX, format_key
 
 _U32_MAX = (1 << 32) - 1
-_U64_MAX = (1 << 64) - 1
 _KEY_RE = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")
 
 
@@ -60,16 +60,9 @@ def parse_key(text: str) -> int:
     value = int(m.group(1), 16)
     if value == 0:
         raise KeyFormatError(f"invalid reservation key {text!r}: 0 means 'no key'; {expected}")
-    if value > _U64_MAX:
+    if value > U64_MAX:
         raise KeyFormatError(f"invalid reservation key {text!r}: longer than 64 bits; {expected}")
     return value
-
-
-def format_key(key: int) -> str:
-    """0x-prefixed lowercase hex, the form sg_persist and fence_scsi print (no padding)."""
-    if not 0 <= key <= _U64_MAX:
-        raise ValueError(f"{key!r} is not a 64-bit key")
-    return f"0x{key:x}"
 
 
 def check_unique(mapping: dict[str, int]) -> None:

@@ -9,19 +9,18 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from .budget import Deadline
 from .devices import Storage, resolve_all, shared_vg_devices
-from .errors import FencePrError
+from .host.budget import Deadline
 from .keys import (
     KeyScheme,
     check_unique,
     derive_key,
-    format_key,
     load_cluster_info,
     parse_key,
     run_cmapctl,
 )
-from .prtypes import PrType
+from .pr.errors import FencePrError
+from .pr.prtypes import PrType, format_key
 
 
 class Refused(FencePrError):

@@ -24,8 +24,8 @@ finally:
     if _HIDE_TORNADO:
         del sys.modules["tornado"]
 
-from .budget import Deadline  # noqa: E402
-from .errors import TRANSIENT  # noqa: E402
+from .host.budget import Deadline  # noqa: E402
+from .pr.errors import TRANSIENT  # noqa: E402
 
 T = TypeVar("T")
 

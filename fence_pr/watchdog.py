@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .budget import Deadline
+    from .host.budget import Deadline
 
 CHECK_OK, CHECK_FENCED, CHECK_CONFIG = 0, 1, 2
 CONFIG_PATHS = ("/etc/sysconfig/fence_pr", "/etc/default/fence_pr")
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["repair"]:
         return CHECK_FENCED
     # Imported here so `repair` and configuration errors cost nothing.
-    from .bounded import run_bounded
+    from .host.bounded import run_bounded
     from .plan import Refused, budget
 
     text = config_text()
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(options: dict[str, str], deadline: Deadline) -> int:
     from . import engine
-    from .errors import FencePrError
     from .plan import make_plan
+    from .pr.errors import FencePrError
 
     try:
         plan = make_plan(options, deadline)

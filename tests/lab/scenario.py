@@ -25,7 +25,7 @@ NVMET_RESV = kernel_at_least(6, 13)  # nvmet reservations
 TIMEOUT_S = 15
 # The budget starts after the agent's start (imports, udev: seconds under TCG on a busy
 # host); `on` reads the status first and may spend the whole budget retrying a gone path;
-# the parent adds GRACE_S of grace (fence_pr/bounded.py).  The point is the order of
+# the parent adds GRACE_S of grace (fence_pr/host/bounded.py).  The point is the order of
 # magnitude: without the bound, iSCSI recovery holds a command for 120 s.
 BOUND_S = 2 * TIMEOUT_S + 10
 ACTIONS = [("on", "node1"), ("off", "node2"), ("status", "node2"), ("monitor", None)]

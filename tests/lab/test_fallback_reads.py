@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from fence_pr import nvme_passthru, prh, sgio
-from fence_pr.errors import NotSupported
-from fence_pr.prtypes import PrType
+from fence_pr.pr import nvme_passthru, prh, sgio
+from fence_pr.pr.errors import NotSupported
+from fence_pr.pr.prtypes import PrType
 
 from .agentrun import KEYS, NODE_KEYS, agent_argv
 from .io import opened

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fence_pr.bounded import GRACE_S
+from fence_pr.host.bounded import GRACE_S
 
 from .agentrun import AGENT, KEYS, NODE_KEYS, Node, Result
 from .scenario import ACTIONS, BOUND_S, TIMEOUT_S, timed

@@ -10,9 +10,9 @@ import errno
 
 import pytest
 
-from fence_pr import prh
-from fence_pr.errors import ReservationConflict
-from fence_pr.prtypes import PrType
+from fence_pr.pr import prh
+from fence_pr.pr.errors import ReservationConflict
+from fence_pr.pr.prtypes import PrType
 
 from .io import opened, write_block
 from .iscsi import node_iqn

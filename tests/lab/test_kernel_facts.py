@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from fence_pr import _ioctl, prh
-from fence_pr.errors import IoError, NotSupported, PermissionDenied, PrError, ReservationConflict
-from fence_pr.prtypes import PrType
+from fence_pr.pr import _ioctl, prh
+from fence_pr.pr.errors import IoError, NotSupported, PermissionDenied, PrError, ReservationConflict
+from fence_pr.pr.prtypes import PrType
 
 from .io import opened, write_block
 from .scenario import kernel_at_least
@@ -151,7 +151,7 @@ def test_partition_is_refused_with_eperm(lio) -> None:  # type: ignore[no-untype
 UNPRIV = """
 import os, sys
 sys.path.insert(0, {root!r})
-from fence_pr import prh
+from fence_pr.pr import prh
 dev = sys.argv[1]
 fd = os.open(dev, os.O_RDWR)
 prh.register(fd, 0, {key}, device=dev)

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from fence_pr import prh
-from fence_pr.errors import DeviceBusy, ReservationConflict
+from fence_pr.pr import prh
+from fence_pr.pr.errors import DeviceBusy, ReservationConflict
 
 from .io import opened
 from .topology import (

@@ -12,9 +12,9 @@ import os
 
 import pytest
 
-from fence_pr import prh
-from fence_pr.errors import NotSupported, ReservationConflict
-from fence_pr.prtypes import PrType
+from fence_pr.pr import prh
+from fence_pr.pr.errors import NotSupported, ReservationConflict
+from fence_pr.pr.prtypes import PrType
 
 from .io import opened, write_block
 from .nvmet import namespaces_of, nvme_keys

@@ -96,7 +96,7 @@ def test_on_off_status_monitor_without_privilege(unprivileged) -> None:  # type:
 LOCK_THIEF = """
 import fcntl, os, sys, time
 try:
-    fd = os.open("/run/lock/fence_pr.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    fd = os.open("/run/lock/fence_pr.host.lock", os.O_RDONLY | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     print("old lock: held", flush=True)
 except OSError as e:
@@ -120,12 +120,12 @@ time.sleep(600)
 
 def test_another_user_cannot_hold_the_node_lock(clean_lio) -> None:  # type: ignore[no-untyped-def]
     """`off` runs at its normal pace while the user holds what it can.  Before the lock
-    moved, holding /run/lock/fence_pr.lock made every `on` and `off` of the node wait half
+    moved, holding /run/lock/fence_pr.host.lock made every `on` and `off` of the node wait half
     its budget and fail."""
     lab = clean_lio
     n1, n2 = Node("node1", lab.maps[1]), Node("node2", lab.maps[2])
     assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
-    old = Path("/run/lock/fence_pr.lock")  # as an older release left it (root, 0644)
+    old = Path("/run/lock/fence_pr.host.lock")  # as an older release left it (root, 0644)
     old.touch(mode=0o644)
     thief = subprocess.Popen(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",

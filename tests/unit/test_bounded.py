@@ -9,8 +9,8 @@ import time
 
 SCRIPT = """
 import sys, time
-from fence_pr.bounded import run_bounded
-from fence_pr.budget import Deadline
+from fence_pr.host.bounded import run_bounded
+from fence_pr.host.budget import Deadline
 def work():
     print("to stdout", flush=True)
     print("to stderr", file=sys.stderr, flush=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fence_pr.budget import Deadline
+from fence_pr.host.budget import Deadline
 from fence_pr.keys import KeyCollision, check_unique, corosync_key, fence_scsi_key
 from fence_pr.plan import Refused, _node_keys
 

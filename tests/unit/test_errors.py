@@ -7,8 +7,8 @@ import errno
 import pytest
 import tenacity
 
-from fence_pr import errors
-from fence_pr.errors import (
+from fence_pr.pr import errors
+from fence_pr.pr.errors import (
     TRANSIENT,
     DeviceBusy,
     DeviceGone,
@@ -145,10 +145,10 @@ def test_every_error_fence_pr_raises_has_the_one_base() -> None:
     import pkgutil
 
     import fence_pr
-    from fence_pr.errors import FencePrError
+    from fence_pr.pr.errors import FencePrError
 
     found = []
-    for mod in pkgutil.iter_modules(fence_pr.__path__, "fence_pr."):
+    for mod in pkgutil.walk_packages(fence_pr.__path__, "fence_pr."):
         module = importlib.import_module(mod.name)
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, BaseException) and cls.__module__ == mod.name:
@@ -160,11 +160,11 @@ def test_every_error_fence_pr_raises_has_the_one_base() -> None:
 def test_the_agent_turns_every_fence_pr_error_into_one_line_and_exit_1(
         caplog: pytest.LogCaptureFixture) -> None:
     from fence_pr.devices import DeviceRefused
-    from fence_pr.errors import ActionFailed, NotRegistered, exception_for
     from fence_pr.fencing_agent import _exit_code_of
+    from fence_pr.host.lock import LockTimeout
     from fence_pr.keys import CmapError
-    from fence_pr.lock import LockTimeout
     from fence_pr.plan import Refused
+    from fence_pr.pr.errors import ActionFailed, NotRegistered, exception_for
 
     errors: list[Exception] = [
         Refused("bad option"), DeviceRefused("not a disk"), CmapError("no corosync"),
@@ -180,7 +180,7 @@ def test_the_agent_turns_every_fence_pr_error_into_one_line_and_exit_1(
 
 def test_the_read_keys_race_goes_through_the_table() -> None:
     """prh once built this DeviceBusy by hand; the table says EAGAIN is transient."""
-    from fence_pr.errors import DeviceBusy, exception_for
+    from fence_pr.pr.errors import DeviceBusy, exception_for
 
     e = exception_for(-errno.EAGAIN, op="read keys", device="/dev/sdx", reason="kept changing")
     assert type(e) is DeviceBusy and "kept changing" in str(e)

@@ -25,6 +25,7 @@ from fence_pr.keys import (
     KeyScheme,
     NodeEntry,
 )
+from fence_pr.pr.prtypes import format_key
 
 CMAP = """\
 internal_configuration.service.0.name (str) = corosync_cmap
@@ -213,16 +214,16 @@ def test_key_format_error_is_value_error() -> None:
 
 @given(st.integers(min_value=1, max_value=(1 << 64) - 1))
 def test_parse_format_round_trip(key: int) -> None:
-    assert keys.parse_key(keys.format_key(key)) == key
+    assert keys.parse_key(format_key(key)) == key
     assert keys.parse_key(f"{key:X}") == key
 
 
 def test_format_key() -> None:
-    assert keys.format_key(0x6C9D0001) == "0x6c9d0001"
+    assert format_key(0x6C9D0001) == "0x6c9d0001"
     with pytest.raises(ValueError):
-        keys.format_key(-1)
+        format_key(-1)
     with pytest.raises(ValueError):
-        keys.format_key(1 << 64)
+        format_key(1 << 64)
 
 
 def test_check_unique() -> None:

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from fence_pr.lock import LOCK_NAME, LockError, LockTimeout, node_lock
+from fence_pr.host.lock import LOCK_NAME, LockError, LockTimeout, node_lock
 
 NOBODY = 65534
 
 HOLD = """
 import sys, time
-from fence_pr.lock import node_lock
+from fence_pr.host.lock import node_lock
 with node_lock(5, sys.argv[1]):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

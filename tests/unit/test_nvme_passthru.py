@@ -8,9 +8,9 @@ import struct
 
 import pytest
 
-from fence_pr import _ioctl
-from fence_pr import nvme_passthru as nv
-from fence_pr.errors import (
+from fence_pr.pr import _ioctl
+from fence_pr.pr import nvme_passthru as nv
+from fence_pr.pr.errors import (
     IoError,
     NotSupported,
     PathFailure,
@@ -19,7 +19,7 @@ from fence_pr.errors import (
     ReservationConflict,
     exception_for,
 )
-from fence_pr.prtypes import MalformedResponse, PrType, TruncatedResponse
+from fence_pr.pr.prtypes import MalformedResponse, PrType, TruncatedResponse
 
 HOST_A = bytes(range(16))
 HOST_B = bytes(range(16, 32))

@@ -29,7 +29,7 @@ PAYLOAD = {
     "/usr/share/fence_pr/fence_pr.xml": "the metadata",
     "/usr/share/fence_pr/fence_pr.usage": "the help text (-h)",
     "/usr/share/man/man8/fence_pr.8": "the man page, rendered from the metadata",
-    "/usr/lib/tmpfiles.d/fence-pr.conf": "the node lock's directory, root's (fence_pr/lock.py)",
+    "/usr/lib/tmpfiles.d/fence-pr.conf": "the node lock's directory (fence_pr/host/lock.py)",
 }
 
 

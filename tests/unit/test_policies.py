@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from fence_pr.budget import Deadline
-from fence_pr.errors import DeviceGone, PathFailure, ReservationConflict
+from fence_pr.host.budget import Deadline
 from fence_pr.policies import call_with_retry
+from fence_pr.pr.errors import DeviceGone, PathFailure, ReservationConflict
 
 
 def flaky(failures: list[Exception]):  # type: ignore[no-untyped-def]

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import pytest
 
-from fence_pr import _ioctl, prh
-from fence_pr.errors import DeviceBusy, IoError, NotSupported, PathFailure, ReservationConflict
-from fence_pr.prtypes import PrType
+from fence_pr.pr import _ioctl, prh
+from fence_pr.pr.errors import DeviceBusy, IoError, NotSupported, PathFailure, ReservationConflict
+from fence_pr.pr.prtypes import PrType
 
 FACTS = {  # /work/shared/pr-facts.md
     "IOC_PR_REGISTER": 0x401870C8,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from fence_pr.prtypes import PrType, Reservation
+from fence_pr.pr.prtypes import PrType, Reservation
 
 SCSI = {1: 1, 3: 2, 5: 3, 6: 4, 7: 5, 8: 6}  # SPC code -> pr.h code
 

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from fence_pr import _ioctl, sgio
-from fence_pr.errors import (
+from fence_pr.pr import _ioctl, sgio
+from fence_pr.pr.errors import (
     DeviceBusy,
     DeviceGone,
     IoError,
@@ -20,7 +20,7 @@ from fence_pr.errors import (
     ReservationConflict,
     exception_for,
 )
-from fence_pr.prtypes import MalformedResponse, PrType, TruncatedResponse
+from fence_pr.pr.prtypes import MalformedResponse, PrType, TruncatedResponse
 
 
 def keys_response(generation: int, keys: list[int]) -> bytes:
@@ -216,8 +216,8 @@ def test_read_keys_grows_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_fallback_takes_its_timeout_from_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """prread hands SG_IO what is left of the run's budget (it once always sent 30 s)."""
-    from fence_pr import prread
-    from fence_pr.budget import Deadline
+    from fence_pr.host.budget import Deadline
+    from fence_pr.pr import prread
 
     fake = FakeSgIo(keys_response(4, [0xA]))
     monkeypatch.setattr(_ioctl, "call", fake)

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from fence_pr import _ioctl
-from fence_pr.errors import (
+from . import _ioctl
+from .errors import (
     PR_STS_IOERR,
     PR_STS_PATH_FAILED,
     PR_STS_PATH_FAST_FAILED,
@@ -28,7 +28,7 @@ from fence_pr.errors import (
     exception_for,
     fail,
 )
-from fence_pr.prtypes import KeyList, MalformedResponse, PrType, Reservation, TruncatedResponse
+from .prtypes import KeyList, MalformedResponse, PrType, Reservation, TruncatedResponse
 
 SG_IO = 0x2285
 SG_DXFER_FROM_DEV = -3

@@ -12,9 +12,9 @@ import logging
 import shutil
 import subprocess
 
+from ..pr.errors import FencePrError
+from ..pr.prtypes import format_key
 from .budget import Deadline
-from .errors import FencePrError
-from .keys import format_key
 
 log = logging.getLogger(__name__)
 TIMEOUT_S = 5.0  # each question, at most; never past the run's budget

@@ -7,6 +7,15 @@ from enum import IntEnum
 
 from .errors import FencePrError
 
+U64_MAX = (1 << 64) - 1  # a reservation key is 64 bits, in SCSI and NVMe alike
+
+
+def format_key(key: int) -> str:
+    """0x-prefixed lowercase hex, the form sg_persist and fence_scsi print (no padding)."""
+    if not 0 <= key <= U64_MAX:
+        raise ValueError(f"{key!r} is not a 64-bit key")
+    return f"0x{key:x}"
+
 
 class PrType(IntEnum):
     """Reservation types in <linux/pr.h> numbering (NVMe uses the same numbers, SCSI does not)."""

@@ -15,9 +15,9 @@ from __future__ import annotations
 import ctypes
 import errno
 
-from fence_pr import _ioctl
-from fence_pr.errors import exception_for, raise_for
-from fence_pr.prtypes import KeyList, PrType, Reservation
+from . import _ioctl
+from .errors import exception_for, raise_for
+from .prtypes import U64_MAX, KeyList, PrType, Reservation
 
 __all__ = [
     "IOC_PR_CLEAR",
@@ -46,7 +46,6 @@ PR_FL_IGNORE_KEY = 1
 MAX_KEYS = 65536
 """Largest num_keys the kernel accepts for IOC_PR_READ_KEYS (PR_KEYS_MAX_NUM)."""
 
-_U64_MAX = (1 << 64) - 1
 _READ_KEYS_ATTEMPTS = 5
 
 
@@ -127,7 +126,7 @@ if any(k != v for k, v in _EXPECTED.items()):  # pragma: no cover - only on a br
 
 def _check_key(name: str, key: int) -> None:
     # ctypes would silently wrap an out-of-range key: refuse instead.
-    if not 0 <= key <= _U64_MAX:
+    if not 0 <= key <= U64_MAX:
         raise ValueError(f"{name} {key!r} is not a 64-bit unsigned reservation key")
 
 

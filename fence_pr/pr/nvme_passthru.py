@@ -13,15 +13,15 @@ import errno
 import struct
 from dataclasses import dataclass
 
-from fence_pr import _ioctl
-from fence_pr.errors import (
+from . import _ioctl
+from .errors import (
     PR_STS_IOERR,
     PR_STS_PATH_FAILED,
     PR_STS_RESERVATION_CONFLICT,
     exception_for,
     fail,
 )
-from fence_pr.prtypes import KeyList, MalformedResponse, PrType, Reservation, TruncatedResponse
+from .prtypes import KeyList, MalformedResponse, PrType, Reservation, TruncatedResponse
 
 NVME_CMD_RESV_REPORT = 0x0E
 CDW11_EDS = 0x1

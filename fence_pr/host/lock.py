@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import FencePrError
+from ..pr.errors import FencePrError
 
 LOCK_DIR = "/run/fence_pr"
 LOCK_NAME = "lock"
