@@ -95,44 +95,50 @@ def _run(plan: Plan, options: dict[str, str], action_loop: ActionLoop) -> int:
         reports = engine.run_all(plan.devices, lambda s: engine.check(
             s, plan.local_key, plan.deadline), plan.deadline)
         return EXIT_OK if _report(reports) and all(not r.degraded for r in reports) else EXIT_FAIL
-
-    def get_power_status(_conn: object, options: dict[str, str]) -> str:
-        if options["--action"] == "off":
-            # fencing.py asks before `off`; engine.fence finds a victim already gone by
-            # itself, so this read would only add a command per device.
-            return "on"
-        return _status(plan)
-
-    def set_power_status(_conn: object, options: dict[str, str]) -> None:
-        key = plan.target_key
-        assert key is not None
-        if options["--action"] == "on":
-            reports = engine.run_all(plan.devices, lambda s: engine.register(
-                s, key, plan.pr_type, plan.deadline), plan.deadline)
-            hand_key_to_multipathd(plan, reports)
-        else:
-            reports = engine.run_all(plan.devices, lambda s: engine.fence(
-                s, plan.local_key, key, plan.pr_type, plan.deadline), plan.deadline)
-        if not _report(reports):
-            raise ActionFailed(f"{options['--action']} failed on " + ", ".join(
-                r.storage.node for r in reports if not r.ok))
-
-    def get_list(_conn: object, _options: dict[str, str]) -> dict[str, tuple[str, str]]:
-        reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
-                                 plan.deadline)
-        found = {k for r in reports for k in r.keys}
-        out = {n: (format_key(k), "on" if k in found else "off") for n, k in plan.keys.items()}
-        for k in sorted(found - set(plan.keys.values())):
-            out[plan.name_of(k)] = (format_key(k), "on")
-        return out
-
-    def sync_set_power_status(conn: object, options: dict[str, str]) -> bool:
-        # The engine verifies every device by reading its keys back; fencing.py's own
-        # check afterwards (status, power_wait) would only repeat that read.
-        set_power_status(conn, options)
-        return True
-
-    # fence_action returns None for list/list-status.
-    rc = action_loop(None, dict(options), None, get_power_status, get_list,
-                      sync_set_power_fn=sync_set_power_status)
+    # The Plan is fencing.py's connection object: it hands it to each callback (as
+    # fence_aws hands its boto3 client).  fence_action returns None for list/list-status.
+    rc = action_loop(plan, dict(options), None, get_power_status, get_list,
+                     sync_set_power_fn=sync_set_power_status)
     return int(rc or EXIT_OK)
+
+
+# --- fencing.py's callbacks ------------------------------------------------------------------
+
+def get_power_status(plan: Plan, options: dict[str, str]) -> str:
+    if options["--action"] == "off":
+        # fencing.py asks before `off`; engine.fence finds a victim already gone by itself,
+        # so this read would only add a command per device.
+        return "on"
+    return _status(plan)
+
+
+def set_power_status(plan: Plan, options: dict[str, str]) -> None:
+    key = plan.target_key
+    assert key is not None
+    if options["--action"] == "on":
+        reports = engine.run_all(plan.devices, lambda s: engine.register(
+            s, key, plan.pr_type, plan.deadline), plan.deadline)
+        hand_key_to_multipathd(plan, reports)
+    else:
+        reports = engine.run_all(plan.devices, lambda s: engine.fence(
+            s, plan.local_key, key, plan.pr_type, plan.deadline), plan.deadline)
+    if not _report(reports):
+        raise ActionFailed(f"{options['--action']} failed on " + ", ".join(
+            r.storage.node for r in reports if not r.ok))
+
+
+def sync_set_power_status(plan: Plan, options: dict[str, str]) -> bool:
+    # The engine verifies every device by reading its keys back; fencing.py's own check
+    # afterwards (status, power_wait) would only repeat that read.
+    set_power_status(plan, options)
+    return True
+
+
+def get_list(plan: Plan, _options: dict[str, str]) -> dict[str, tuple[str, str]]:
+    reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
+                             plan.deadline)
+    found = {k for r in reports for k in r.keys}
+    out = {n: (format_key(k), "on" if k in found else "off") for n, k in plan.keys.items()}
+    for k in sorted(found - set(plan.keys.values())):
+        out[plan.name_of(k)] = (format_key(k), "on")
+    return out
