@@ -113,11 +113,13 @@ def _read(storage: Storage, deadline: Deadline,
     return _first_path(storage, deadline, read)
 
 
-def read_keys(storage: Storage, deadline: Deadline) -> KeyList:
+def keys_of(storage: Storage, deadline: Deadline) -> KeyList:
+    """The device's registrations, from the first path that answers."""
     return _read(storage, deadline, prread.read_keys)
 
 
-def read_reservation(storage: Storage, deadline: Deadline) -> Reservation:
+def reservation_of(storage: Storage, deadline: Deadline) -> Reservation:
+    """The device's reservation, from the first path that answers."""
     return _read(storage, deadline, prread.read_reservation)
 
 
@@ -156,14 +158,14 @@ def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) ->
     if not done:
         return DeviceReport(storage, False, "no path could be registered: " + "; ".join(degraded),
                             degraded)
-    reserved = read_reservation(storage, deadline).held
+    reserved = reservation_of(storage, deadline).held
     if not reserved:
         try:
             _on_path(done[0], lambda fd: prh.reserve(fd, key, pr_type, device=done[0].node),
                      write=True)
         except ReservationConflict:
             log.info("%s: another node reserved first", storage)
-    keys = read_keys(storage, deadline).keys
+    keys = keys_of(storage, deadline).keys
     want = expected_count(storage, len(done))
     have = keys.count(key)
     if have < want:
@@ -172,7 +174,7 @@ def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) ->
         return DeviceReport(storage, False, f"key {format_key(key)} missing after REGISTER",
                             degraded, keys)
     # Read back only what this run changed: a reservation held before REGISTER still is.
-    if not reserved and not read_reservation(storage, deadline).held:
+    if not reserved and not reservation_of(storage, deadline).held:
         return DeviceReport(storage, False, "no reservation held after RESERVE", degraded, keys)
     msg = f"registered on {len(done)} of {len(storage.paths)} path(s)"
     return DeviceReport(storage, True, msg, degraded, keys)
@@ -202,7 +204,7 @@ def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
     try:
         _first_path(storage, deadline, preempt)
     except ReservationConflict:
-        keys = read_keys(storage, deadline).keys
+        keys = keys_of(storage, deadline).keys
         if victim not in keys and my_key not in keys:
             # Already off here, as a status check first would have said; nothing to repair.
             return DeviceReport(storage, True, f"key {format_key(victim)} not registered",
@@ -212,11 +214,11 @@ def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
         if victim in keys:
             raise
     if keys is None:
-        keys = read_keys(storage, deadline).keys
+        keys = keys_of(storage, deadline).keys
     if victim in keys:
         return DeviceReport(storage, False, f"key {format_key(victim)} still registered after "
                             "PREEMPT AND ABORT", keys=keys)
-    if not read_reservation(storage, deadline).held:
+    if not reservation_of(storage, deadline).held:
         def reserve(path: DevicePath) -> None:
             _on_path(path, lambda fd: prh.reserve(fd, my_key, pr_type, device=path.node),
                      write=True)
@@ -226,7 +228,7 @@ def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
 
 def check(storage: Storage, key: int, deadline: Deadline) -> DeviceReport:
     """Monitor: is our key on this device, once per usable path (SCSI)?"""
-    keys = read_keys(storage, deadline).keys
+    keys = keys_of(storage, deadline).keys
     have = keys.count(key)
     want = expected_count(storage, len(storage.paths))
     # A path dm failed while its disk runs is multipathd's business (unit attentions from
@@ -243,7 +245,7 @@ def check(storage: Storage, key: int, deadline: Deadline) -> DeviceReport:
 
 
 def keys_on(storage: Storage, deadline: Deadline) -> DeviceReport:
-    return DeviceReport(storage, True, "", keys=read_keys(storage, deadline).keys)
+    return DeviceReport(storage, True, "", keys=keys_of(storage, deadline).keys)
 
 
 Op = Callable[[Storage], DeviceReport]

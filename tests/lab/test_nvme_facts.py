@@ -32,7 +32,7 @@ def register(dev: str, old: int, new: int, *, ignore_key: bool = False) -> None:
         prh.register(fd, old, new, ignore_key=ignore_key, device=dev)
 
 
-def read_keys(dev: str) -> list[int]:
+def keys_at(dev: str) -> list[int]:
     with opened(dev, os.O_RDONLY) as fd:
         return prh.read_keys(fd, device=dev).keys
 
@@ -52,7 +52,7 @@ def test_nvmet_reservations_need_6_13(nvme) -> None:  # type: ignore[no-untyped-
 def test_read_keys_ioctl_presence(clean_nvme) -> None:  # type: ignore[no-untyped-def]
     dev = clean_nvme.dev(1, 0, 1)
     if HAS_READ_IOCTLS:
-        assert read_keys(dev) == []
+        assert keys_at(dev) == []
         with opened(dev, os.O_RDONLY) as fd:
             assert not prh.read_reservation(fd, device=dev).held
     else:
@@ -71,7 +71,7 @@ def test_registration_belongs_to_the_host(clean_nvme) -> None:  # type: ignore[n
     register(lab.dev(1, 1, 1), 0, K1)  # same key again through the other path: a no-op
     register(lab.dev(2, 0, 1), 0, K2)
     assert sorted(nvme_keys(lab.dev(2, 1, 1))) == [K1, K2]
-    assert sorted(read_keys(lab.dev(1, 1, 1))) == [K1, K2], "one entry per host, not per path"
+    assert sorted(keys_at(lab.dev(1, 1, 1))) == [K1, K2], "one entry per host, not per path"
     assert nvme_keys(lab.dev(1, 0, 2)) == [], "registration is per namespace"
 
 
@@ -85,7 +85,7 @@ def test_register_to_zero_leaves_a_key_zero_registrant(clean_nvme) -> None:  # t
     register(dev, K1, 0)
     assert nvme_keys(dev) == [0]
     if HAS_READ_IOCTLS:
-        assert read_keys(dev) == [0]
+        assert keys_at(dev) == [0]
     for ignore in (False, True):  # old_key 0 is a plain Register either way
         with pytest.raises(ReservationConflict) as exc:
             register(dev, 0, K1, ignore_key=ignore)
@@ -178,6 +178,6 @@ def test_native_multipath_head_registers_once(clean_nvme) -> None:  # type: igno
         register(head, 0, K1)
         assert nvme_keys(head) == [K1]
         if HAS_READ_IOCTLS:
-            assert read_keys(head) == [K1]
+            assert keys_at(head) == [K1]
     finally:
         lab.set_multipath(False)
