@@ -8,7 +8,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-AGENT = str(Path(sys.executable).parent / "fence_pr")
+from .packaged import LAB_PREFIX
+
+# As packaged, from the guest's own file system (packaged.py; conftest installs it).
+AGENT = str(LAB_PREFIX / "sbin/fence_pr")
+CHECK = str(Path(sys.executable).parent / "fence_pr_check")  # the watchdog hook, the venv's
 KEYS = {"node1": 0xF00D000000000001, "node2": 0xF00D000000000002}
 NODE_KEYS = ",".join(f"{n}=0x{k:x}" for n, k in KEYS.items())
 

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import pace
-from .packaged import install
+from .packaged import LAB_PREFIX, install
 from .topology import wait_for
 
 PROJECT = Path(__file__).resolve().parent.parent.parent
 # fence_pr as the .deb lays it out, on the guest's own file system (packaged.py): what
 # every node's pacemaker-fenced runs as /usr/sbin/fence_pr.
-PACKAGED = Path("/opt/fence_pr-lab")
+PACKAGED = LAB_PREFIX
 CLUSTER_NAME = "prlab"
 SUBNET = "10.77.0"
 LINK_DIR = "/run/fence_pr-lab"

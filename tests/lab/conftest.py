@@ -33,6 +33,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("reloads_nvme_core") is not None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _packaged_agent() -> None:
+    """fence_pr as the .deb lays it out, from the checkout as it is now (packaged.py)."""
+    if IN_LAB:
+        from .packaged import LAB_PREFIX, install
+
+        install(LAB_PREFIX)
+
+
 @pytest.fixture(autouse=True)
 def _inside_lab(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("lab") and not IN_LAB:

@@ -2,10 +2,11 @@
 (local) file system: the package compiled, the metadata in share/, the agent script from
 packaging/sbin/fence_pr.in (Python without site).
 
-The lab's venv lives in the checkout, shared from the host over 9p without a cache: every
-module lookup is a round trip to the host, and on a busy host one agent start took 12 s
-there, past pacemaker-fenced's fixed 10 s for `metadata`.  What Pacemaker runs in the lab
-cluster, and what the bench times, is this copy, as on a real node.
+The lab's venv lives in the checkout, shared from the host over 9p: every module lookup is
+a round trip to the host, and on a busy host one agent start took 12 s there (uncached),
+past pacemaker-fenced's fixed 10 s for `metadata`.  What Pacemaker runs in the lab
+cluster, what the lab tests run as the agent and what the bench times is this copy, as on
+a real node; the tests themselves still import the checkout.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import subprocess
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
+# Where the lab installs it, on the guest's own file system: what the cluster's nodes and
+# the lab tests run as fence_pr.
+LAB_PREFIX = Path("/opt/fence_pr-lab")
 
 
 def install(prefix: Path) -> Path:

@@ -17,7 +17,7 @@ import pytest
 
 from fence_pr.host.bounded import GRACE_S
 
-from .agentrun import AGENT, KEYS, NODE_KEYS, Node, Result
+from .agentrun import AGENT, CHECK, KEYS, NODE_KEYS, Node, Result
 from .scenario import ACTIONS, BOUND_S, TIMEOUT_S, timed
 from .topology import check_paths, dm_message, dm_resume, dm_suspend, scsi_keys, sh
 
@@ -146,7 +146,7 @@ def watchdog_check(node: Node, conf_dir: Path) -> tuple[Result, float]:
     conf.write_text(f"devices={','.join(node.devices)}\nnode_keys={NODE_KEYS}\n"
                     f"local_node={node.name}\npower_timeout={TIMEOUT_S}\n")
     t = time.monotonic()
-    r = subprocess.run([str(Path(AGENT).parent / "fence_pr_check"), "test"],
+    r = subprocess.run([CHECK, "test"],
                        capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, FENCE_PR_CHECK_CONF=str(conf)))
     return Result(r.returncode, r.stdout, r.stderr), time.monotonic() - t

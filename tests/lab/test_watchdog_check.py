@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .agentrun import NODE_KEYS, Node, Result
-
-CHECK = str(Path(sys.executable).parent / "fence_pr_check")
+from .agentrun import CHECK, NODE_KEYS, Node, Result
 
 
 @pytest.fixture(params=["dm-tcm_loop", "sd-single-path"])
