@@ -165,7 +165,7 @@ def test_unprivileged_writer_may_register(clean_lio) -> None:  # type: ignore[no
     # The checkout may sit in a directory only root can enter (mktemp -d): give the
     # unprivileged process its own world-readable copy of the package.
     root = tempfile.mkdtemp()
-    shutil.copytree(Path(prh.__file__).parent, Path(root) / "fence_pr")
+    shutil.copytree(Path(prh.__file__).parents[1], Path(root) / "fence_pr")  # the package
     for d, _, files in os.walk(root):
         os.chmod(d, 0o755)
         for f in files:
