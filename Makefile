@@ -12,7 +12,7 @@ SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all pyth
 LAB_KERNELS ?= 7.3 6.12
 
 .PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package reliability \
-	clean
+	peers 	clean
 
 setup: packages venv kernels
 
@@ -67,7 +67,11 @@ bench-startup: setup
 reliability: setup
 	FENCE_PR_BAD_INPUTS=10000 $(PY) -m pytest -q tests/unit/test_bad_input.py
 	FENCE_PR_RACES=200 FENCE_PR_LAB_BAD_INPUTS=1000 $(PY) -m tests.lab.run --kernel 7.3 \
-		tests/lab/test_reliability.py tests/lab/test_bad_input.py
+		--extra tests/lab/test_reliability.py tests/lab/test_bad_input.py
+
+# fence_pr beside fence_scsi and fence_mpath, every scenario (CI runs fence_pr's own).
+peers: setup
+	$(PY) -m tests.lab.run --kernel 7.3 --extra tests/lab/test_peers.py
 
 # The .deb in build/deb (`make unit` builds and checks one in a temporary directory).
 package: packages

@@ -17,13 +17,16 @@ def main() -> int:
                     help="give up on the guest after this many seconds")
     ap.add_argument("--skip-once", action="store_true",
                     help="leave out the tests marked `once` (run on another kernel already)")
+    ap.add_argument("--extra", action="store_true",
+                    help="also run the tests marked `extra` (left out of `make lab`, so of CI)")
     ap.add_argument("pytest_args", nargs="*", default=[])
-    a, extra = ap.parse_known_args()
-    a.pytest_args += extra
+    a, rest = ap.parse_known_args()
+    a.pytest_args += rest
     args = " ".join(a.pytest_args) or "tests/lab"
-    marks = "'lab and not once'" if a.skip_once else "lab"
+    marks = "lab" + (" and not once" if a.skip_once else "") + ("" if a.extra else " and not extra")
+    marks = f"'{marks}'"
     cmd = (f".venv/bin/python -m pytest -p no:cacheprovider -m {marks} -v --tb=short "
-           f"--durations=15 -o console_output_style=classic {args}")
+           f"--durations=30 -o console_output_style=classic {args}")
     print(f"[lab] booting kernel {a.kernel}: {cmd}", flush=True)
     try:
         # FENCE_PR_* (e.g. make reliability's sample sizes) reach the guest's tests.

@@ -36,6 +36,8 @@ def scratch() -> Iterator[ScratchDisk]:
     disk.delete()
 
 
+# Refused before any device is opened: nothing here depends on the kernel's PR code.
+@pytest.mark.once
 def test_bad_input_is_refused_and_changes_nothing(registered_pair, scratch) -> None:  # type: ignore[no-untyped-def]
     lab, n1, _ = registered_pair
     before = snapshot(lab)

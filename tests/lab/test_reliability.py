@@ -18,7 +18,7 @@ import pytest
 from .agentrun import AGENT, KEYS, NODE_KEYS, Node
 from .topology import check_paths, scsi_generation, scsi_keys
 
-RACES = int(os.environ.get("FENCE_PR_RACES", "5"))
+RACES = int(os.environ.get("FENCE_PR_RACES", "3"))
 OUT = Path(__file__).resolve().parents[2] / "lab-out"
 
 
