@@ -17,7 +17,6 @@ from .host.bounded import EXIT_FAIL
 from .host.lock import node_lock
 from .plan import Plan
 from .pr.errors import ActionFailed
-from .pr.prtypes import format_key
 
 EXIT_OK = 0  # EXIT_FAIL is 1; status OFF (2) comes from fencing.py's fence_action
 
@@ -43,7 +42,7 @@ def hand_key_to_multipathd(plan: Plan, reports: list[engine.DeviceReport]) -> No
         try:
             multipathd.set_key(name, plan.local_key, plan.deadline)
             logging.info("multipathd will register key %s on new paths of %s",
-                         format_key(plan.local_key), name)
+                         str(plan.local_key), name)
         except multipathd.MultipathdError as e:
             maps[name].degraded.append(f"multipathd cannot register later paths: {e}")
             logging.warning("%s: %s", name, e)
@@ -138,7 +137,7 @@ def get_list(plan: Plan, _options: dict[str, str]) -> dict[str, tuple[str, str]]
     reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
                              plan.deadline)
     found = {k for r in reports for k in r.keys}
-    out = {n: (format_key(k), "on" if k in found else "off") for n, k in plan.keys.items()}
+    out = {n: (str(k), "on" if k in found else "off") for n, k in plan.keys.items()}
     for k in sorted(found - set(plan.keys.values())):
-        out[plan.name_of(k)] = (format_key(k), "on")
+        out[plan.name_of(k)] = (str(k), "on")
     return out

@@ -30,7 +30,7 @@ from .pr.errors import (
     TransientError,
     exception_for,
 )
-from .pr.prtypes import KeyList, PrType, Reservation, format_key
+from .pr.prtypes import Key, KeyList, PrType, Reservation
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,7 +44,7 @@ class DeviceReport:
     ok: bool
     message: str
     degraded: list[str] = field(default_factory=list)
-    keys: list[int] = field(default_factory=list)
+    keys: list[Key] = field(default_factory=list)
 
 
 CAP_SYS_ADMIN = 21
@@ -128,7 +128,7 @@ def expected_count(storage: Storage, registered_paths: int) -> int:
     return registered_paths if storage.per_path_registration else min(1, registered_paths)
 
 
-def _register_path(path: DevicePath, key: int) -> DevicePath:
+def _register_path(path: DevicePath, key: Key) -> DevicePath:
     # IGNORE_KEY replaces whatever this nexus/host held; with old_key == key NVMe does the
     # same (old_key 0 + IGNORE_KEY is a plain Register there and conflicts).
     _on_path(path, lambda fd: prh.register(fd, key, key, ignore_key=True, device=path.node),
@@ -136,7 +136,7 @@ def _register_path(path: DevicePath, key: int) -> DevicePath:
     return path
 
 
-def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) -> DeviceReport:
+def register(storage: Storage, key: Key, pr_type: PrType, deadline: Deadline) -> DeviceReport:
     """Unfence: register `key` on every path, reserve if nobody holds a reservation."""
     done: list[DevicePath] = []
     degraded: list[str] = []
@@ -169,9 +169,9 @@ def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) ->
     want = expected_count(storage, len(done))
     have = keys.count(key)
     if have < want:
-        degraded.append(f"key {format_key(key)} registered {have} times, expected {want}")
+        degraded.append(f"key {key} registered {have} times, expected {want}")
     if have == 0:
-        return DeviceReport(storage, False, f"key {format_key(key)} missing after REGISTER",
+        return DeviceReport(storage, False, f"key {key} missing after REGISTER",
                             degraded, keys)
     # Read back only what this run changed: a reservation held before REGISTER still is.
     if not reserved and not reservation_of(storage, deadline).held:
@@ -180,13 +180,13 @@ def register(storage: Storage, key: int, pr_type: PrType, deadline: Deadline) ->
     return DeviceReport(storage, True, msg, degraded, keys)
 
 
-def _not_registered(storage: Storage, my_key: int) -> NotRegistered:
+def _not_registered(storage: Storage, my_key: Key) -> NotRegistered:
     return NotRegistered(
-        f"{storage}: this node's key {format_key(my_key)} is not registered; it may have "
+        f"{storage}: this node's key {my_key} is not registered; it may have "
         "been fenced itself. Refusing to fence; run `on` (unfence) once this node is healthy")
 
 
-def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
+def fence(storage: Storage, my_key: Key, victim: Key, pr_type: PrType,
           deadline: Deadline) -> DeviceReport:
     """PREEMPT AND ABORT `victim` with our own key, on a path device so the abort is real.
 
@@ -200,14 +200,14 @@ def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
         _on_path(path, lambda fd: prh.preempt(fd, my_key, victim, pr_type,
                                               abort=not path.abort_unsafe,
                                               device=path.node), write=True)
-    keys: list[int] | None = None
+    keys: list[Key] | None = None
     try:
         _first_path(storage, deadline, preempt)
     except ReservationConflict:
         keys = keys_of(storage, deadline).keys
         if victim not in keys and my_key not in keys:
             # Already off here, as a status check first would have said; nothing to repair.
-            return DeviceReport(storage, True, f"key {format_key(victim)} not registered",
+            return DeviceReport(storage, True, f"key {victim} not registered",
                                 keys=keys)
         if my_key not in keys:
             raise _not_registered(storage, my_key) from None
@@ -216,17 +216,17 @@ def fence(storage: Storage, my_key: int, victim: int, pr_type: PrType,
     if keys is None:
         keys = keys_of(storage, deadline).keys
     if victim in keys:
-        return DeviceReport(storage, False, f"key {format_key(victim)} still registered after "
+        return DeviceReport(storage, False, f"key {victim} still registered after "
                             "PREEMPT AND ABORT", keys=keys)
     if not reservation_of(storage, deadline).held:
         def reserve(path: DevicePath) -> None:
             _on_path(path, lambda fd: prh.reserve(fd, my_key, pr_type, device=path.node),
                      write=True)
         _first_path(storage, deadline, reserve)
-    return DeviceReport(storage, True, f"key {format_key(victim)} removed", keys=keys)
+    return DeviceReport(storage, True, f"key {victim} removed", keys=keys)
 
 
-def check(storage: Storage, key: int, deadline: Deadline) -> DeviceReport:
+def check(storage: Storage, key: Key, deadline: Deadline) -> DeviceReport:
     """Monitor: is our key on this device, once per usable path (SCSI)?"""
     keys = keys_of(storage, deadline).keys
     have = keys.count(key)
@@ -235,10 +235,10 @@ def check(storage: Storage, key: int, deadline: Deadline) -> DeviceReport:
     # PR changes do that); a disk that is not running cannot carry our registration.
     degraded = [f"{p.node}: {p.why_not}" for p in storage.paths if not p.disk_running]
     if have < want:
-        degraded.append(f"key {format_key(key)} registered on {have} of {want} path(s); "
+        degraded.append(f"key {key} registered on {have} of {want} path(s); "
                         "run `on` to register the missing paths")
     if have == 0:
-        return DeviceReport(storage, False, f"key {format_key(key)} not registered", degraded,
+        return DeviceReport(storage, False, f"key {key} not registered", degraded,
                             keys)
     return DeviceReport(storage, not degraded, "healthy" if not degraded else "degraded",
                         degraded, keys)

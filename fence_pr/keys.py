@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .pr.errors import FencePrError
-from .pr.prtypes import U64_MAX, format_key
+from .pr.prtypes import Key, KeyRangeError
 
 _U32_MAX = (1 << 32) - 1
 _KEY_RE = re.compile(r"(?:0[xX])?([0-9a-fA-F]+)")
@@ -51,7 +51,7 @@ class KeyScheme(Enum):
 
 # --- explicit keys ---------------------------------------------------------------------------
 
-def parse_key(text: str) -> int:
+def parse_key(text: str) -> Key:
     """Parse a key written as hex, with or without 0x (leading zeros allowed)."""
     expected = "expected a non-zero hexadecimal key of at most 16 digits, e.g. 0x1a2b3c4d"
     m = _KEY_RE.fullmatch(text.strip())
@@ -60,26 +60,28 @@ def parse_key(text: str) -> int:
     value = int(m.group(1), 16)
     if value == 0:
         raise KeyFormatError(f"invalid reservation key {text!r}: 0 means 'no key'; {expected}")
-    if value > U64_MAX:
-        raise KeyFormatError(f"invalid reservation key {text!r}: longer than 64 bits; {expected}")
-    return value
+    try:
+        return Key(value)
+    except KeyRangeError:
+        raise KeyFormatError(
+            f"invalid reservation key {text!r}: longer than 64 bits; {expected}") from None
 
 
-def check_unique(mapping: dict[str, int]) -> None:
+def check_unique(mapping: dict[str, Key]) -> None:
     """Refuse a node -> key mapping in which two nodes share a key."""
     seen: dict[int, str] = {}
     for node, key in mapping.items():
         other = seen.setdefault(key, node)
         if other != node:
             raise KeyCollision(
-                f"nodes {other!r} and {node!r} would both use key {format_key(key)}; "
+                f"nodes {other!r} and {node!r} would both use key {key}; "
                 "choose another key scheme or set explicit keys"
             )
 
 
 # --- derivation ------------------------------------------------------------------------------
 
-def corosync_key(cluster_name: str, node_id: int) -> int:
+def corosync_key(cluster_name: str, node_id: int) -> Key:
     """fence_pr's default key: cluster hash in the high 32 bits, corosync node ID in the low."""
     if not 1 <= node_id <= _U32_MAX:
         raise KeyDerivationError(f"corosync node ID {node_id!r} is not in 1..{_U32_MAX}")
@@ -87,7 +89,7 @@ def corosync_key(cluster_name: str, node_id: int) -> int:
     # Take the first non-zero 32-bit word so the cluster part is never 0 (sha256 has 8 words).
     high = next((w for w in (int.from_bytes(digest[i : i + 4], "big") for i in range(0, 32, 4))
                  if w), 1)
-    return (high << 32) | node_id
+    return Key((high << 32) | node_id)
 
 
 def _md5_hex(text: str, what: str) -> str:
@@ -101,14 +103,14 @@ def _md5_hex(text: str, what: str) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _from_fence_scsi_string(text: str, what: str) -> int:
+def _from_fence_scsi_string(text: str, what: str) -> Key:
     value = int(text, 16)
     if value == 0:
         raise KeyDerivationError(f"fence_scsi would derive key 0 for {what}; set an explicit key")
-    return value
+    return Key(value)
 
 
-def fence_scsi_key(cluster_name: str, node_position: int) -> int:
+def fence_scsi_key(cluster_name: str, node_position: int) -> Key:
     """fence_scsi `key_value=id`: "%.4s%.4d" % (md5(cluster).hexdigest(), position), as hex."""
     if node_position < 0:
         raise KeyDerivationError(f"node position {node_position!r} is negative")
@@ -117,7 +119,7 @@ def fence_scsi_key(cluster_name: str, node_position: int) -> int:
     return _from_fence_scsi_string(text, f"position {node_position}")
 
 
-def fence_scsi_hash_key(cluster_name: str, node_name: str) -> int:
+def fence_scsi_hash_key(cluster_name: str, node_name: str) -> Key:
     """fence_scsi `key_value=hash`: "%.4s%.4s" % (md5(cluster), md5(node name)), as hex.
 
     node_name is the string fence_scsi was given as plug/nodename, verbatim.
@@ -214,7 +216,7 @@ def load_cluster_info(reader: Callable[[], str] = run_cmapctl) -> ClusterInfo:
     return parse_cmapctl(reader())
 
 
-def derive_key(scheme: KeyScheme, cluster: ClusterInfo, node: str) -> int:
+def derive_key(scheme: KeyScheme, cluster: ClusterInfo, node: str) -> Key:
     """Key for `node` (a name or ring address as Pacemaker passes it) under `scheme`."""
     if cluster.cluster_name is None:
         raise KeyDerivationError("corosync has no totem.cluster_name; cannot derive keys")

@@ -20,7 +20,7 @@ from .keys import (
     run_cmapctl,
 )
 from .pr.errors import FencePrError
-from .pr.prtypes import PrType, format_key
+from .pr.prtypes import Key, PrType
 
 
 class Refused(FencePrError):
@@ -31,23 +31,23 @@ class Refused(FencePrError):
 class Plan:
     action: str
     devices: list[Storage]
-    keys: dict[str, int]  # every known node -> key
+    keys: dict[str, Key]  # every known node -> key
     local: str
     target: str | None
-    target_key: int | None
+    target_key: Key | None
     pr_type: PrType
     deadline: Deadline
 
     @property
-    def local_key(self) -> int:
+    def local_key(self) -> Key:
         return self.keys[self.local]
 
-    def name_of(self, key: int) -> str:
-        return next((n for n, k in self.keys.items() if k == key), f"unknown-{format_key(key)}")
+    def name_of(self, key: Key) -> str:
+        return next((n for n, k in self.keys.items() if k == key), f"unknown-{key}")
 
 
 def _node_keys(options: dict[str, str],
-               deadline: Deadline) -> tuple[dict[str, int], str | None]:
+               deadline: Deadline) -> tuple[dict[str, Key], str | None]:
     text = options.get("--node_keys", "").strip()
     if text:
         keys = {}

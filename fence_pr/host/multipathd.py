@@ -13,7 +13,7 @@ import shutil
 import subprocess
 
 from ..pr.errors import FencePrError
-from ..pr.prtypes import format_key
+from ..pr.prtypes import Key
 from .budget import Deadline
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,9 @@ def managed_maps(deadline: Deadline) -> set[str]:
         return set()
 
 
-def set_key(map_name: str, key: int, deadline: Deadline) -> None:
+def set_key(map_name: str, key: Key, deadline: Deadline) -> None:
     """Make multipathd register `key` on every path it adds to `map_name` from now on."""
-    answer = _ask("setprkey", "map", map_name, "key", format_key(key), deadline=deadline)
+    answer = _ask("setprkey", "map", map_name, "key", str(key), deadline=deadline)
     if "fail" in answer.lower():
         raise MultipathdError(f"setprkey refused for {map_name}: {answer}; multipath.conf "
                               "needs `reservation_key file`")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .errors import FencePrError, PrError, TransientError
 from .prread import read_keys, read_reservation
-from .prtypes import KeyList, PrType, Reservation, format_key
+from .prtypes import NO_KEY, Key, KeyList, PrType, Reservation
 
-__all__ = ["FencePrError", "KeyList", "PrError", "PrType", "Reservation", "TransientError",
-           "format_key", "read_keys", "read_reservation"]
+__all__ = ["NO_KEY", "FencePrError", "Key", "KeyList", "PrError", "PrType", "Reservation",
+           "TransientError", "read_keys", "read_reservation"]

@@ -21,7 +21,7 @@ from .errors import (
     exception_for,
     fail,
 )
-from .prtypes import KeyList, MalformedResponse, PrType, Reservation, TruncatedResponse
+from .prtypes import NO_KEY, Key, KeyList, MalformedResponse, PrType, Reservation, TruncatedResponse
 
 NVME_CMD_RESV_REPORT = 0x0E
 CDW11_EDS = 0x1
@@ -85,7 +85,7 @@ NVME_IOCTL_IO_CMD = _ioctl.iowr("N", 0x43, ctypes.sizeof(NvmePassthruCmd))
 class Registrant:
     cntlid: int
     holds_reservation: bool
-    key: int
+    key: Key
     host_id: bytes
 
 
@@ -104,11 +104,11 @@ class ReservationStatus:
     def reservation(self) -> Reservation:
         """Holder as pr.h reports it; all-registrants types report key 0 like SCSI does."""
         if self.rtype == 0:
-            return Reservation(key=0, generation=self.generation, type=None)
+            return Reservation(key=NO_KEY, generation=self.generation, type=None)
         pr_type = PrType.from_nvme(self.rtype)
-        key = 0
+        key = NO_KEY
         if not pr_type.all_registrants:
-            key = next((r.key for r in self.registrants if r.holds_reservation), 0)
+            key = next((r.key for r in self.registrants if r.holds_reservation), NO_KEY)
         return Reservation(key=key, generation=self.generation, type=pr_type)
 
 
@@ -171,7 +171,7 @@ def parse_resv_report(buf: bytes, *, eds: bool) -> ReservationStatus:
         else:
             host_id = bytes(buf[off + 8 : off + 16])
             (rkey,) = struct.unpack_from("<Q", buf, off + 16)
-        registrants.append(Registrant(int(cntlid), bool(rcsts & 0x1), int(rkey), host_id))
+        registrants.append(Registrant(int(cntlid), bool(rcsts & 0x1), Key(rkey), host_id))
     if rtype and not 1 <= rtype <= 6:
         raise MalformedResponse(f"Reservation Report has unknown reservation type {rtype}")
     return ReservationStatus(int(generation), int(rtype), ptpls, registrants)

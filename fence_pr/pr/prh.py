@@ -17,7 +17,7 @@ import errno
 
 from . import _ioctl
 from .errors import exception_for, raise_for
-from .prtypes import U64_MAX, KeyList, PrType, Reservation
+from .prtypes import Key, KeyList, PrType, Reservation
 
 __all__ = [
     "IOC_PR_CLEAR",
@@ -124,12 +124,6 @@ if any(k != v for k, v in _EXPECTED.items()):  # pragma: no cover - only on a br
     raise ImportError(f"pr.h ioctl numbers do not match the kernel ABI: {_EXPECTED}")
 
 
-def _check_key(name: str, key: int) -> None:
-    # ctypes would silently wrap an out-of-range key: refuse instead.
-    if not 0 <= key <= U64_MAX:
-        raise ValueError(f"{name} {key!r} is not a 64-bit unsigned reservation key")
-
-
 def _submit(
     fd: int, request: int, arg: ctypes.Structure, *, op: str, device: str | None
 ) -> bytearray:
@@ -145,10 +139,8 @@ def register(
 
     On SCSI this covers only the path behind fd; on NVMe it covers the host.
     """
-    _check_key("old_key", old_key)
-    _check_key("new_key", new_key)
     flags = PR_FL_IGNORE_KEY if ignore_key else 0
-    _submit(fd, IOC_PR_REGISTER, pr_registration(old_key, new_key, flags, 0),
+    _submit(fd, IOC_PR_REGISTER, pr_registration(Key(old_key), Key(new_key), flags, 0),
             op="register", device=device)
 
 
@@ -156,15 +148,13 @@ def reserve(
     fd: int, key: int, pr_type: PrType, *, ignore_key: bool = False, device: str | None = None
 ) -> None:
     """Take a reservation of pr_type with our registered key (SCSI rejects ignore_key)."""
-    _check_key("key", key)
     flags = PR_FL_IGNORE_KEY if ignore_key else 0
-    _submit(fd, IOC_PR_RESERVE, pr_reservation(key, PrType(pr_type), flags),
+    _submit(fd, IOC_PR_RESERVE, pr_reservation(Key(key), PrType(pr_type), flags),
             op="reserve", device=device)
 
 
 def release(fd: int, key: int, pr_type: PrType, *, device: str | None = None) -> None:
-    _check_key("key", key)
-    _submit(fd, IOC_PR_RELEASE, pr_reservation(key, PrType(pr_type), 0),
+    _submit(fd, IOC_PR_RELEASE, pr_reservation(Key(key), PrType(pr_type), 0),
             op="release", device=device)
 
 
@@ -184,17 +174,14 @@ def preempt(
     reservation, it passes to us with pr_type. abort also aborts the victim's queued commands
     (through dm-multipath the abort is silently dropped).
     """
-    _check_key("old_key", old_key)
-    _check_key("new_key", new_key)
     request = IOC_PR_PREEMPT_ABORT if abort else IOC_PR_PREEMPT
-    _submit(fd, request, pr_preempt(old_key, new_key, PrType(pr_type), 0),
+    _submit(fd, request, pr_preempt(Key(old_key), Key(new_key), PrType(pr_type), 0),
             op="preempt-abort" if abort else "preempt", device=device)
 
 
 def clear(fd: int, key: int, *, device: str | None = None) -> None:
     """Drop the reservation and every registration; key must be registered by the caller."""
-    _check_key("key", key)
-    _submit(fd, IOC_PR_CLEAR, pr_clear(key, 0, 0), op="clear", device=device)
+    _submit(fd, IOC_PR_CLEAR, pr_clear(Key(key), 0, 0), op="clear", device=device)
 
 
 # 2 nodes x 8 paths fit 4 times over: the first READ KEYS is almost always the only one.
@@ -221,7 +208,7 @@ def read_keys(fd: int, *, device: str | None = None) -> KeyList:
                 detail=f"device reports {total} keys, more than the {MAX_KEYS} pr.h can return",
             )
         if total <= want:
-            return KeyList(generation=int(out.generation), keys=[int(k) for k in array[:total]])
+            return KeyList(generation=int(out.generation), keys=[Key(k) for k in array[:total]])
         want = total
     raise exception_for(-errno.EAGAIN, op=op, device=device,
                         reason=f"the number of registrations kept changing over "
@@ -233,12 +220,12 @@ def read_reservation(fd: int, *, device: str | None = None) -> Reservation:
     op = "read reservation"
     buf = _submit(fd, IOC_PR_READ_RESERVATION, pr_read_reservation(), op=op, device=device)
     out = pr_read_reservation.from_buffer(buf)
-    return reservation_from_raw(int(out.key), int(out.generation), int(out.type),
+    return reservation_from_raw(Key(out.key), int(out.generation), int(out.type),
                                 op=op, device=device)
 
 
 def reservation_from_raw(
-    key: int, generation: int, type_code: int, *, op: str, device: str | None
+    key: Key, generation: int, type_code: int, *, op: str, device: str | None
 ) -> Reservation:
     """Interpret the kernel's pr_read_reservation fields (pure; used by tests)."""
     if type_code == 0:

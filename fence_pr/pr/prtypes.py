@@ -10,11 +10,32 @@ from .errors import FencePrError
 U64_MAX = (1 << 64) - 1  # a reservation key is 64 bits, in SCSI and NVMe alike
 
 
-def format_key(key: int) -> str:
-    """0x-prefixed lowercase hex, the form sg_persist and fence_scsi print (no padding)."""
-    if not 0 <= key <= U64_MAX:
-        raise ValueError(f"{key!r} is not a 64-bit key")
-    return f"0x{key:x}"
+class KeyRangeError(FencePrError, ValueError):
+    """A value that is not a 64-bit unsigned reservation key."""
+
+
+class Key(int):
+    """A reservation key, range-checked once, here, where it is made: ctypes would silently
+    wrap a key that does not fit, struct would fail far from the cause.  It prints as
+    sg_persist and fence_scsi print keys (0x-prefixed lowercase hex, no padding), so a
+    message can never show a key in decimal.  0 is NO_KEY: "no key" to REGISTER, no holder
+    in a reservation; a node's key is never 0 (keys.parse_key and derive_key refuse it)."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: int) -> Key:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U64_MAX:
+            raise KeyRangeError(f"{value!r} is not a 64-bit unsigned reservation key")
+        return super().__new__(cls, value)
+
+    def __str__(self) -> str:
+        return f"0x{int(self):x}"
+
+    def __repr__(self) -> str:
+        return f"Key({self})"
+
+
+NO_KEY = Key(0)
 
 
 class PrType(IntEnum):
@@ -69,14 +90,14 @@ class KeyList:
     normal; NVMe lists one per registered controller/host."""
 
     generation: int
-    keys: list[int]
+    keys: list[Key]
 
 
 @dataclass(frozen=True)
 class Reservation:
     """The current reservation; `type is None` means the device holds no reservation."""
 
-    key: int
+    key: Key
     generation: int
     type: PrType | None
 

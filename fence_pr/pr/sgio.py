@@ -28,7 +28,7 @@ from .errors import (
     exception_for,
     fail,
 )
-from .prtypes import KeyList, MalformedResponse, PrType, Reservation, TruncatedResponse
+from .prtypes import NO_KEY, Key, KeyList, MalformedResponse, PrType, Reservation, TruncatedResponse
 
 SG_IO = 0x2285
 SG_DXFER_FROM_DEV = -3
@@ -166,7 +166,7 @@ def parse_read_keys(buf: bytes) -> KeyList:
     generation, additional = _header(buf)
     if additional % 8:
         raise MalformedResponse(f"READ KEYS additional length {additional} is not a multiple of 8")
-    keys = [int.from_bytes(buf[o : o + 8], "big")
+    keys = [Key(int.from_bytes(buf[o : o + 8], "big"))
             for o in range(_HEADER_LEN, _HEADER_LEN + additional, 8)]
     return KeyList(generation=generation, keys=keys)
 
@@ -175,12 +175,12 @@ def parse_read_reservation(buf: bytes) -> Reservation:
     """Parse a READ RESERVATION response; additional length 0 means no reservation."""
     generation, additional = _header(buf)
     if additional == 0:
-        return Reservation(key=0, generation=generation, type=None)
+        return Reservation(key=NO_KEY, generation=generation, type=None)
     if additional < _RESERVATION_DESC_LEN:
         raise MalformedResponse(
             f"READ RESERVATION additional length {additional} is shorter than a descriptor (16)"
         )
-    key = int.from_bytes(buf[8:16], "big")
+    key = Key(int.from_bytes(buf[8:16], "big"))
     scope_type = buf[21]
     try:
         pr_type = PrType.from_scsi(scope_type & 0x0F)

@@ -36,7 +36,7 @@ def outcome(err: int) -> str:
 
 
 def keys_now(lab: LioLab) -> str:
-    names = {v: k for k, v in KEYS.items()}
+    names: dict[int, str] = {v: k for k, v in KEYS.items()}
     found = scsi_keys(lab.luns[0].paths[(2, 1)].dev)
     if not found:
         return "none"

@@ -14,7 +14,7 @@ import pytest
 
 from fence_pr.pr import prh
 from fence_pr.pr.errors import NotSupported, ReservationConflict
-from fence_pr.pr.prtypes import PrType
+from fence_pr.pr.prtypes import Key, PrType
 
 from .io import opened, write_block
 from .nvmet import namespaces_of, nvme_keys
@@ -32,7 +32,7 @@ def register(dev: str, old: int, new: int, *, ignore_key: bool = False) -> None:
         prh.register(fd, old, new, ignore_key=ignore_key, device=dev)
 
 
-def keys_at(dev: str) -> list[int]:
+def keys_at(dev: str) -> list[Key]:
     with opened(dev, os.O_RDONLY) as fd:
         return prh.read_keys(fd, device=dev).keys
 

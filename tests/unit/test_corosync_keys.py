@@ -11,6 +11,7 @@ import pytest
 from fence_pr.host.budget import Deadline
 from fence_pr.keys import KeyCollision, check_unique, corosync_key, fence_scsi_key
 from fence_pr.plan import Refused, _node_keys
+from fence_pr.pr.prtypes import Key
 
 CMAP = """\
 totem.cluster_name (str) = hacluster
@@ -74,7 +75,7 @@ def test_explicit_keys_need_name_equals_key() -> None:
 
 def test_collision_is_named() -> None:
     with pytest.raises(KeyCollision, match="alpha"):
-        check_unique({"alpha": 5, "beta": 5})
+        check_unique({"alpha": Key(5), "beta": Key(5)})
 
 
 @pytest.mark.parametrize("value", ["NODEID", "ID", "HASH"])

@@ -25,7 +25,7 @@ from fence_pr.keys import (
     KeyScheme,
     NodeEntry,
 )
-from fence_pr.pr.prtypes import format_key
+from fence_pr.pr.prtypes import Key
 
 CMAP = """\
 internal_configuration.service.0.name (str) = corosync_cmap
@@ -214,22 +214,21 @@ def test_key_format_error_is_value_error() -> None:
 
 @given(st.integers(min_value=1, max_value=(1 << 64) - 1))
 def test_parse_format_round_trip(key: int) -> None:
-    assert keys.parse_key(format_key(key)) == key
+    assert keys.parse_key(str(Key(key))) == key
     assert keys.parse_key(f"{key:X}") == key
 
 
-def test_format_key() -> None:
-    assert format_key(0x6C9D0001) == "0x6c9d0001"
-    with pytest.raises(ValueError):
-        format_key(-1)
-    with pytest.raises(ValueError):
-        format_key(1 << 64)
+def test_parsed_and_derived_keys_are_keys() -> None:
+    assert type(keys.parse_key("0x1a")) is Key
+    assert type(keys.corosync_key("c", 1)) is Key
+    assert type(keys.fence_scsi_key("c", 1)) is Key
+    assert type(keys.fence_scsi_hash_key("c", "n")) is Key
 
 
 def test_check_unique() -> None:
-    keys.check_unique({"a": 1, "b": 2})
+    keys.check_unique({"a": Key(1), "b": Key(2)})
     with pytest.raises(KeyCollision) as info:
-        keys.check_unique({"a": 1, "b": 2, "c": 1})
+        keys.check_unique({"a": Key(1), "b": Key(2), "c": Key(1)})
     assert "'a'" in str(info.value) and "'c'" in str(info.value) and "0x1" in str(info.value)
 
 

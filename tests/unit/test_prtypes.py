@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from fence_pr.pr.prtypes import PrType, Reservation
+from fence_pr.pr.errors import FencePrError
+from fence_pr.pr.prtypes import NO_KEY, Key, KeyRangeError, PrType, Reservation
 
 SCSI = {1: 1, 3: 2, 5: 3, 6: 4, 7: 5, 8: 6}  # SPC code -> pr.h code
 
@@ -40,5 +41,14 @@ def test_all_registrants() -> None:
 
 
 def test_reservation_held() -> None:
-    assert not Reservation(0, 1, None).held
-    assert Reservation(5, 1, PrType.WRITE_EXCLUSIVE).held
+    assert not Reservation(NO_KEY, 1, None).held
+    assert Reservation(Key(5), 1, PrType.WRITE_EXCLUSIVE).held
+
+
+def test_key_is_checked_where_it_is_made_and_prints_as_hex() -> None:
+    assert str(Key(0x6C9D0001)) == "0x6c9d0001" == f"{Key(0x6C9D0001)}"
+    assert repr(Key(1)) == "Key(0x1)" and Key(1) == 1 and str(NO_KEY) == "0x0"
+    for bad in (-1, 1 << 64, True, 1.0):
+        with pytest.raises(KeyRangeError):
+            Key(bad)  # type: ignore[arg-type]
+    assert issubclass(KeyRangeError, ValueError) and issubclass(KeyRangeError, FencePrError)
