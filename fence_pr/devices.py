@@ -12,13 +12,13 @@ import functools
 import os
 import re
 import stat
-import subprocess
 from dataclasses import dataclass
 from enum import Enum
 
 import pyudev
 
 from .host.budget import Deadline
+from .host.dm import all_dm_path_states, dm_path_states
 from .pr.errors import FencePrError
 
 LOOP_MAJOR = 7
@@ -161,51 +161,9 @@ def _proc_name(host_path: str, host_name: str) -> str:
         return ""
 
 
-def _dmsetup_status(*names: str, timeout: float) -> str:
-    """dm's own status lines; a dmsetup that does not answer within the run's budget is
-    named (it blocks on the device-mapper ioctl lock, e.g. behind a suspended map)."""
-    try:
-        return subprocess.run(["dmsetup", "status", "--target", "multipath", *names],
-                              capture_output=True, text=True, timeout=timeout).stdout
-    except OSError:
-        return ""
-    except subprocess.TimeoutExpired:
-        raise DeviceRefused(f"dmsetup status did not answer within {timeout:.0f} s (what was "
-                            "left of power_timeout): device-mapper is blocked; check for a "
-                            "suspended map (dmsetup info)") from None
-
-
-def dm_path_states(map_name: str, timeout: float = 10.0) -> dict[str, str]:
-    """major:minor -> 'A' (active) or 'F' (failed), from dm's own status line."""
-    return parse_dm_status(_dmsetup_status(map_name, timeout=timeout))
-
-
-def all_dm_path_states(timeout: float) -> dict[str, dict[str, str]]:
-    """map name -> dm_path_states(name) for every multipath map, from one `dmsetup status`
-    (one process for 256 maps instead of 256)."""
-    return parse_all_dm_status(_dmsetup_status(timeout=timeout))
-
-
-def parse_all_dm_status(text: str) -> dict[str, dict[str, str]]:
-    """`dmsetup status` of several maps: "name: start len target args" per line."""
-    out: dict[str, dict[str, str]] = {}
-    for line in text.splitlines():
-        name, sep, rest = line.partition(": ")
-        if sep and " multipath " in f" {rest} ":
-            out.setdefault(name.strip(), {}).update(parse_dm_status(rest))
-    return out
-
-
-def parse_dm_status(line: str) -> dict[str, str]:
-    toks = line.split()
-    return {t: toks[i + 1] for i, t in enumerate(toks[:-1])
-            if re.fullmatch(r"\d+:\d+", t) and toks[i + 1] in ("A", "F")}
-
-
-def _multipath(dev: pyudev.Device, dm_states: dict[str, dict[str, str]] | None = None) -> Storage:
+def _multipath(dev: pyudev.Device, lookups: _Lookups) -> Storage:
     name = str(dev.attributes.asstring("dm/name")).strip()
-    states = dm_states[name] if dm_states is not None and name in dm_states else \
-        dm_path_states(name)
+    states = lookups.dm_states_of(name)
     paths = []
     live, gone = _slaves(dev)
     for sd in live:
@@ -220,8 +178,7 @@ def _multipath(dev: pyudev.Device, dm_states: dict[str, dict[str, str]] | None =
                    tuple(paths))
 
 
-def _classify(dev: pyudev.Device, named: str,
-              dm_states: dict[str, dict[str, str]] | None = None) -> Storage:
+def _classify(dev: pyudev.Device, named: str, lookups: _Lookups) -> Storage:
     node = str(dev.device_node)
     if dev.device_type == "partition":
         parent = dev.find_parent("block", "disk")
@@ -238,7 +195,7 @@ def _classify(dev: pyudev.Device, named: str,
             raise DeviceRefused(f"{named} is a device-mapper device that is not a multipath map "
                                 f"(uuid {uuid or 'none'}): name the multipath map or the disk "
                                 "beneath it")
-        return _multipath(dev, dm_states)
+        return _multipath(dev, lookups)
     if re.fullmatch(r"nvme\d+n\d+", name):
         return Storage(node, _wwid_of(dev), Transport.NVME, Kind.NVME_NAMESPACE,
                        (DevicePath(node),))
@@ -256,10 +213,9 @@ def _wwid_index(context: pyudev.Context) -> dict[str, list[pyudev.Device]]:
     return index
 
 
-def _by_wwid(context: pyudev.Context, wwid: str,
-             index: dict[str, list[pyudev.Device]] | None = None) -> pyudev.Device:
+def _by_wwid(wwid: str, index: dict[str, list[pyudev.Device]]) -> pyudev.Device:
     want = normalize_wwid(wwid)
-    found = (index if index is not None else _wwid_index(context)).get(want, [])
+    found = index.get(want, [])
     if not found:
         raise DeviceRefused(f"no block device has WWID {wwid}")
     # A map covers its paths: prefer it over any one of them.
@@ -280,20 +236,22 @@ class _Lookups:
             self._wwids = _wwid_index(self.context)
         return self._wwids
 
-    def dm_states(self) -> dict[str, dict[str, str]]:
+    def dm_states_of(self, map_name: str) -> dict[str, str]:
+        """dm's path states of one map: from one `dmsetup status` of every map, asked again
+        for this map alone if it appeared since (each within what is left of the budget)."""
         if self._dm is None:
             self._dm = all_dm_path_states(self.deadline.timeout_s())
-        return self._dm
+        if map_name not in self._dm:
+            self._dm[map_name] = dm_path_states(map_name, self.deadline.timeout_s())
+        return self._dm[map_name]
 
 
-def resolve(spec: str, context: pyudev.Context | None = None,
-            lookups: _Lookups | None = None) -> Storage:
+def resolve(spec: str, lookups: _Lookups) -> Storage:
     """Turn what the admin wrote (/dev/..., /dev/disk/by-id/..., or a WWID) into Storage."""
-    context = context or pyudev.Context()
+    context = lookups.context
     if not spec.startswith("/"):
-        index = lookups.wwids() if lookups is not None else None
-        dev = _by_wwid(context, spec, index)
-        return _classify(dev, spec, lookups.dm_states() if lookups is not None else None)
+        dev = _by_wwid(spec, lookups.wwids())
+        return _classify(dev, spec, lookups)
     try:
         real = os.path.realpath(spec, strict=True)
         st = os.stat(real)
@@ -306,8 +264,7 @@ def resolve(spec: str, context: pyudev.Context | None = None,
     except pyudev.DeviceNotFoundByNumberError:
         raise DeviceRefused(f"{spec}: the kernel has no block device {os.major(st.st_rdev)}:"
                             f"{os.minor(st.st_rdev)}") from None
-    return _classify(dev, spec, lookups.dm_states()
-                     if lookups is not None and dev.sys_name.startswith("dm-") else None)
+    return _classify(dev, spec, lookups)
 
 
 def resolve_all(specs: list[str], deadline: Deadline) -> list[Storage]:
@@ -316,40 +273,12 @@ def resolve_all(specs: list[str], deadline: Deadline) -> list[Storage]:
     The same order on every node makes the first device an arbiter: two nodes
     fencing each other race for it first, so they cannot each win a subset.
     """
-    context = pyudev.Context()
-    lookups = _Lookups(context, deadline)
+    lookups = _Lookups(pyudev.Context(), deadline)
     out: dict[str, Storage] = {}
     for spec in specs:
-        s = resolve(spec, context, lookups)
+        s = resolve(spec, lookups)
         if s.wwid in out:
             raise DeviceRefused(f"{spec} and {out[s.wwid].node} are the same device "
                                 f"(WWID {s.wwid}); name it once")
         out[s.wwid] = s
     return [out[w] for w in sorted(out)]
-
-
-def shared_vg_devices(timeout: float) -> list[str]:
-    """Devices of shared LVM volume groups (clvm or lvmlockd), as fence_scsi finds them."""
-    try:
-        out = subprocess.run(["vgs", "--noheadings", "--separator", ":", "-o",
-                              "vg_attr,vg_lock_type,pv_name"], capture_output=True, text=True,
-                             timeout=timeout).stdout
-    except OSError:
-        return []
-    except subprocess.TimeoutExpired:
-        raise DeviceRefused(f"vgs did not answer within {timeout:.0f} s (what was left of "
-                            "power_timeout): name the devices in devices= instead") from None
-    return parse_vgs(out)
-
-
-def parse_vgs(text: str) -> list[str]:
-    devs = []
-    for line in text.splitlines():
-        parts = [p.strip() for p in line.split(":")]
-        if len(parts) != 3:
-            continue
-        attr, lock_type, pv = parts
-        clustered = len(attr) > 5 and attr[5] == "c"
-        if (clustered or lock_type in ("dlm", "sanlock")) and pv not in devs:
-            devs.append(pv)
-    return devs

@@ -1,6 +1,6 @@
 """64-bit reservation keys: derivation from the corosync node list, parsing, formatting.
 
-Pure logic; the only I/O is run_cmapctl(), kept apart so everything else is testable.
+Pure logic: the corosync node list comes from host/corosync.py.
 
 Schemes (KeyScheme), named after fence_scsi's `key_value` option where they copy it:
 - NODEID (fence_pr's default): high 32 bits from sha256(cluster name), low 32 bits the corosync
@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from enum import Enum
 
+from .host.corosync import ClusterInfo
 from .pr.errors import FencePrError
 from .pr.prtypes import Key, KeyRangeError
 
@@ -37,10 +35,6 @@ class KeyCollision(FencePrError, ValueError):
 
 class KeyDerivationError(FencePrError, ValueError):
     """The node list lacks what a scheme needs (unknown node, no cluster name, no node ID)."""
-
-
-class CmapError(FencePrError, RuntimeError):
-    """corosync-cmapctl could not be run or failed."""
 
 
 class KeyScheme(Enum):
@@ -127,93 +121,6 @@ def fence_scsi_hash_key(cluster_name: str, node_name: str) -> Key:
     cluster_hex = _md5_hex(cluster_name, "cluster name")
     text = "%.4s%.4s" % (cluster_hex, _md5_hex(node_name, "node name"))  # noqa: UP031
     return _from_fence_scsi_string(text, f"node {node_name!r}")
-
-
-# --- corosync node list ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class NodeEntry:
-    name: str | None
-    nodeid: int | None
-    position: int  # N in nodelist.node.N.* -- what fence_scsi calls the node "id"
-    addrs: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ClusterInfo:
-    cluster_name: str | None
-    nodes: list[NodeEntry] = field(default_factory=list)
-    local_position: int | None = None
-
-    def lookup(self, name_or_addr: str) -> NodeEntry | None:
-        """Find a node by name, else by any ring address (fence_scsi's order of matching)."""
-        for node in self.nodes:
-            if node.name == name_or_addr:
-                return node
-        for node in self.nodes:
-            if name_or_addr in node.addrs:
-                return node
-        return None
-
-    def local(self) -> NodeEntry | None:
-        """This host's entry, from nodelist.local_node_pos."""
-        if self.local_position is None:
-            return None
-        return next((n for n in self.nodes if n.position == self.local_position), None)
-
-
-_CMAP_LINE = re.compile(r"^(?P<key>\S+) \((?P<type>[a-z0-9]+)\) = (?P<value>.*)$")
-_NODE_KEY = re.compile(r"^nodelist\.node\.(?P<pos>\d+)\.(?P<attr>[A-Za-z0-9_]+)$")
-_RING_ADDR = re.compile(r"^ring\d+_addr$")
-
-
-def parse_cmapctl(text: str) -> ClusterInfo:
-    """Parse `corosync-cmapctl` output (`key (type) = value` lines); unknown lines are ignored."""
-    cluster_name: str | None = None
-    local_position: int | None = None
-    attrs: dict[int, dict[str, str]] = {}
-    for line in text.splitlines():
-        m = _CMAP_LINE.match(line.rstrip("\r"))
-        if m is None:
-            continue
-        key, value = m.group("key"), m.group("value")
-        if key == "totem.cluster_name":
-            cluster_name = value
-        elif key == "nodelist.local_node_pos":
-            local_position = int(value)
-        elif (nm := _NODE_KEY.match(key)) is not None:
-            attrs.setdefault(int(nm.group("pos")), {})[nm.group("attr")] = value
-    nodes = []
-    for pos in sorted(attrs):
-        a = attrs[pos]
-        ring_keys = sorted((k for k in a if _RING_ADDR.match(k)), key=lambda k: int(k[4:-5]))
-        nodeid = a.get("nodeid")
-        nodes.append(NodeEntry(
-            name=a.get("name"),
-            nodeid=int(nodeid) if nodeid is not None else None,
-            position=pos,
-            addrs=tuple(a[k] for k in ring_keys),
-        ))
-    return ClusterInfo(cluster_name=cluster_name, nodes=nodes, local_position=local_position)
-
-
-def run_cmapctl(path: str = "corosync-cmapctl", *, timeout: float = 10.0) -> str:
-    """Dump corosync's cmap (all keys: includes totem.cluster_name and nodelist.*)."""
-    try:
-        done = subprocess.run([path], capture_output=True, text=True, timeout=timeout,
-                              check=False)
-    except OSError as exc:
-        raise CmapError(f"cannot run {path}: {exc}") from exc
-    except subprocess.TimeoutExpired:
-        raise CmapError(f"{path} did not answer within {timeout:.1f} s (what was left of "
-                        "power_timeout): is corosync running and answering?") from None
-    if done.returncode != 0:
-        raise CmapError(f"{path} exited with {done.returncode}: {done.stderr.strip()}")
-    return done.stdout
-
-
-def load_cluster_info(reader: Callable[[], str] = run_cmapctl) -> ClusterInfo:
-    return parse_cmapctl(reader())
 
 
 def derive_key(scheme: KeyScheme, cluster: ClusterInfo, node: str) -> Key:

@@ -9,16 +9,11 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from .devices import Storage, resolve_all, shared_vg_devices
+from .devices import Storage, resolve_all
 from .host.budget import Deadline
-from .keys import (
-    KeyScheme,
-    check_unique,
-    derive_key,
-    load_cluster_info,
-    parse_key,
-    run_cmapctl,
-)
+from .host.corosync import load_cluster_info, run_cmapctl
+from .host.lvm import shared_vg_devices
+from .keys import KeyScheme, check_unique, derive_key, parse_key
 from .pr.errors import FencePrError
 from .pr.prtypes import Key, PrType
 

@@ -46,7 +46,7 @@ def test_fence_scsi_id_scheme_uses_positions(cmapctl: str) -> None:
 
 
 def test_broken_cmapctl_is_an_error(tmp_path: Path) -> None:
-    from fence_pr.keys import CmapError
+    from fence_pr.host.corosync import CmapError
 
     bad = tmp_path / "cmap"
     bad.write_text("#!/bin/sh\necho 'Failed to initialize the cmap API' >&2\nexit 1\n")
@@ -57,7 +57,7 @@ def test_broken_cmapctl_is_an_error(tmp_path: Path) -> None:
 
 def test_a_hanging_cmapctl_ends_with_the_budget(tmp_path: Path) -> None:
     """corosync-cmapctl gets what is left of power_timeout, not a fixed 10 s of its own."""
-    from fence_pr.keys import CmapError
+    from fence_pr.host.corosync import CmapError
 
     hang = tmp_path / "cmap"
     hang.write_text("#!/bin/sh\nexec sleep 30\n")

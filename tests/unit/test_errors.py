@@ -161,8 +161,8 @@ def test_the_agent_turns_every_fence_pr_error_into_one_line_and_exit_1(
         caplog: pytest.LogCaptureFixture) -> None:
     from fence_pr.devices import DeviceRefused
     from fence_pr.fencing_agent import _exit_code_of
+    from fence_pr.host.corosync import CmapError
     from fence_pr.host.lock import LockTimeout
-    from fence_pr.keys import CmapError
     from fence_pr.plan import Refused
     from fence_pr.pr.errors import ActionFailed, NotRegistered, exception_for
 

@@ -16,15 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fence_pr import keys
-from fence_pr.keys import (
-    ClusterInfo,
-    CmapError,
-    KeyCollision,
-    KeyDerivationError,
-    KeyFormatError,
-    KeyScheme,
-    NodeEntry,
-)
+from fence_pr.host import corosync
+from fence_pr.host.corosync import ClusterInfo, CmapError, NodeEntry
+from fence_pr.keys import KeyCollision, KeyDerivationError, KeyFormatError, KeyScheme
 from fence_pr.pr.prtypes import Key
 
 CMAP = """\
@@ -118,7 +112,7 @@ def test_matches_installed_fence_scsi(monkeypatch: pytest.MonkeyPatch, scheme: s
     monkeypatch.setattr(fence_scsi, "run_cmd", run_cmd)
     theirs = fence_scsi.generate_key(
         {"--key-value": scheme, "--plug": plug, "--corosync-cmap-path": "corosync-cmapctl"})
-    ours = keys.derive_key(KeyScheme(scheme), keys.parse_cmapctl(CMAP), plug)
+    ours = keys.derive_key(KeyScheme(scheme), corosync.parse_cmapctl(CMAP), plug)
     assert ours == int(theirs, 16)
 
 
@@ -156,7 +150,7 @@ def test_corosync_key_never_zero_high(cluster: str, node_id: int) -> None:
 
 
 def test_nodeid_scheme_uses_node_id_not_position() -> None:
-    info = keys.parse_cmapctl(CMAP)
+    info = corosync.parse_cmapctl(CMAP)
     assert keys.derive_key(KeyScheme.NODEID, info, "alpha") & 0xFFFFFFFF == 3
     assert keys.derive_key(KeyScheme.ID, info, "alpha") & 0xFFFF == 0x0000
     reordered = ClusterInfo("mycluster", [
@@ -168,7 +162,7 @@ def test_nodeid_scheme_uses_node_id_not_position() -> None:
 
 
 def test_derive_errors() -> None:
-    info = keys.parse_cmapctl(CMAP)
+    info = corosync.parse_cmapctl(CMAP)
     with pytest.raises(KeyDerivationError, match="not in the corosync node list"):
         keys.derive_key(KeyScheme.NODEID, info, "gamma")
     with pytest.raises(KeyDerivationError, match="no nodeid"):
@@ -236,7 +230,7 @@ def test_check_unique() -> None:
 
 
 def test_parse_cmapctl() -> None:
-    info = keys.parse_cmapctl(CMAP)
+    info = corosync.parse_cmapctl(CMAP)
     assert info.cluster_name == "mycluster"
     assert info.nodes == [
         NodeEntry("alpha", 3, 0, ("10.0.0.3", "192.168.0.3")),
@@ -247,7 +241,7 @@ def test_parse_cmapctl() -> None:
 
 
 def test_lookup() -> None:
-    info = keys.parse_cmapctl(CMAP)
+    info = corosync.parse_cmapctl(CMAP)
     assert info.lookup("alpha") is info.nodes[0]
     assert info.lookup("192.168.0.3") is info.nodes[0]
     assert info.lookup("10.0.0.7") is info.nodes[2]
@@ -260,17 +254,17 @@ def test_lookup_prefers_names_over_addresses() -> None:
 
 
 def test_parse_cmapctl_empty() -> None:
-    info = keys.parse_cmapctl("")
+    info = corosync.parse_cmapctl("")
     assert info.cluster_name is None and info.nodes == [] and info.local() is None
 
 
 def test_parse_cmapctl_value_with_spaces() -> None:
-    info = keys.parse_cmapctl("nodelist.node.0.name (str) = a b\n")
+    info = corosync.parse_cmapctl("nodelist.node.0.name (str) = a b\n")
     assert info.nodes[0].name == "a b"
 
 
 def test_load_cluster_info_uses_reader() -> None:
-    assert keys.load_cluster_info(lambda: CMAP).cluster_name == "mycluster"
+    assert corosync.load_cluster_info(lambda: CMAP).cluster_name == "mycluster"
 
 
 def _script(tmp_path: Path, body: str) -> str:
@@ -281,12 +275,12 @@ def _script(tmp_path: Path, body: str) -> str:
 
 
 def test_run_cmapctl(tmp_path: Path) -> None:
-    out = keys.run_cmapctl(_script(tmp_path, "echo 'totem.cluster_name (str) = c1'\n"))
-    assert keys.parse_cmapctl(out).cluster_name == "c1"
+    out = corosync.run_cmapctl(_script(tmp_path, "echo 'totem.cluster_name (str) = c1'\n"))
+    assert corosync.parse_cmapctl(out).cluster_name == "c1"
 
 
 def test_run_cmapctl_failure(tmp_path: Path) -> None:
     with pytest.raises(CmapError, match=r"exited with 1.*not running"):
-        keys.run_cmapctl(_script(tmp_path, "echo 'corosync not running' >&2; exit 1\n"))
+        corosync.run_cmapctl(_script(tmp_path, "echo 'corosync not running' >&2; exit 1\n"))
     with pytest.raises(CmapError, match="cannot run"):
-        keys.run_cmapctl(str(tmp_path / "missing"))
+        corosync.run_cmapctl(str(tmp_path / "missing"))

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "fence_pr"
 
 LAYERS = [
     ["fence_pr", "fence_pr.pr"],  # the pr.h binding, its fallbacks, types, the error table
-    ["fence_pr.host"],  # budget, the bound, the lock, multipathd
+    ["fence_pr.host"],  # budget, the bound, the lock; corosync, dm, lvm, multipathd
     ["fence_pr.devices", "fence_pr.keys"],  # the device model, keys
     ["fence_pr.policies", "fence_pr.engine"],  # the engine
     ["fence_pr.plan"],

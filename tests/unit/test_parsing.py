@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fence_pr.devices import parse_dm_status, parse_vgs
+from fence_pr.host.dm import parse_dm_status
+from fence_pr.host.lvm import parse_vgs
 from fence_pr.watchdog import main as check_main
 from fence_pr.watchdog import parse_config
 
