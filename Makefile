@@ -37,7 +37,7 @@ $(VENV)/.stamp: pyproject.toml
 venv: $(VENV)/.stamp
 
 kernels: venv
-	$(PY) -m tests.lab.kernels $(LAB_KERNELS)
+	$(PY) -m tests.lab.runner.kernels $(LAB_KERNELS)
 
 lint: setup
 	$(VENV)/bin/ruff check fence_pr tests
@@ -47,31 +47,31 @@ unit: setup
 	$(PY) -m pytest -q -m 'not lab' tests
 
 lab: setup
-	$(PY) -m tests.lab.suite $(LAB_KERNELS)
+	$(PY) -m tests.lab.runner.suite $(LAB_KERNELS)
 
 test: lint unit lab
 
 demo: setup
-	$(PY) -m tests.lab.demo
+	$(PY) -m tests.lab.tools.demo
 
 bench: setup
-	$(PY) -m tests.lab.bench_startup host
-	$(PY) -m tests.lab.bench
+	$(PY) -m tests.lab.tools.bench_startup host
+	$(PY) -m tests.lab.tools.bench
 
 # `-o metadata` of fence_pr, fence_scsi and fence_mpath only: on the host, then in the guest.
 bench-startup: setup
-	$(PY) -m tests.lab.bench_startup host
-	$(PY) -m tests.lab.vm '.venv/bin/python -m tests.lab.bench_startup "lab guest"'
+	$(PY) -m tests.lab.tools.bench_startup host
+	$(PY) -m tests.lab.runner.vm '.venv/bin/python -m tests.lab.tools.bench_startup "lab guest"'
 
 # The full-size reliability runs (CI runs the same tests with small samples).
 reliability: setup
 	FENCE_PR_BAD_INPUTS=10000 $(PY) -m pytest -q tests/unit/test_bad_input.py
-	FENCE_PR_RACES=200 FENCE_PR_LAB_BAD_INPUTS=1000 $(PY) -m tests.lab.run --kernel 7.3 \
-		--extra tests/lab/test_reliability.py tests/lab/test_bad_input.py
+	FENCE_PR_RACES=200 FENCE_PR_LAB_BAD_INPUTS=1000 $(PY) -m tests.lab.runner.run --kernel 7.3 \
+		--extra tests/lab/faults/test_reliability.py tests/lab/agent/test_bad_input.py
 
 # fence_pr beside fence_scsi and fence_mpath, every scenario (CI runs fence_pr's own).
 peers: setup
-	$(PY) -m tests.lab.run --kernel 7.3 --extra tests/lab/test_peers.py
+	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/cluster/test_peers.py
 
 # The .deb in build/deb (`make unit` builds and checks one in a temporary directory).
 package: packages

@@ -1,4 +1,4 @@
-"""Lab tests run inside the QEMU guest (tests/lab/run.py); anywhere else they fail loudly."""
+"""Lab tests run inside the QEMU guest (tests/lab/runner/run.py); anywhere else they fail loudly."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _packaged_agent() -> None:
     """fence_pr as the .deb lays it out, from the checkout as it is now (packaged.py)."""
     if IN_LAB:
-        from .packaged import LAB_PREFIX, install
+        from .fixtures.packaged import LAB_PREFIX, install
 
         install(LAB_PREFIX)
 
@@ -46,7 +46,7 @@ def _packaged_agent() -> None:
 def _inside_lab(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("lab") and not IN_LAB:
         pytest.fail("lab tests need the real kernel in the QEMU lab: run `make lab` "
-                    "(python -m tests.lab.run), not pytest on the host", pytrace=False)
+                    "(python -m tests.lab.runner.run), not pytest on the host", pytrace=False)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -63,7 +63,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 @pytest.fixture(scope="session")
 def lio():  # type: ignore[no-untyped-def]
     """3 LUNs, 2 nodes x 2 tcm_loop paths each, one dm map per LUN per node."""
-    from .topology import LioLab
+    from .fixtures.topology import LioLab
 
     lab = LioLab(luns=3, nodes=2, paths=2)
     lab.make_maps(1)
@@ -75,7 +75,7 @@ def lio():  # type: ignore[no-untyped-def]
 @pytest.fixture
 def clean_lio(lio):  # type: ignore[no-untyped-def]
     """The session's LUNs with no registration and every path running, before and after."""
-    from .scenario import reset_luns
+    from .fixtures.scenario import reset_luns
 
     reset_luns(lio)
     yield lio
@@ -86,7 +86,7 @@ def clean_lio(lio):  # type: ignore[no-untyped-def]
 def nvme():  # type: ignore[no-untyped-def]
     """nvmet loop subsystem, 2 namespaces (resv_enable where the kernel has it),
     2 nodes x 2 controllers each (own port per (node, path)), no native multipath."""
-    from .nvmet import NvmeLab
+    from .fixtures.nvmet import NvmeLab
 
     lab = NvmeLab(namespaces=2, nodes=2, paths=2)
     yield lab
@@ -105,7 +105,7 @@ def clean_nvme(nvme):  # type: ignore[no-untyped-def]
 def iscsi():  # type: ignore[no-untyped-def]
     """2 LUNs on a LIO iSCSI target, 2 nodes x 2 sessions (portals 127.0.0.1/.2), one dm map
     per LUN per node (i<node>-lun<i>)."""
-    from .iscsi import IscsiLab
+    from .fixtures.iscsi import IscsiLab
 
     lab = IscsiLab(luns=2, nodes=2, paths=2)
     lab.make_maps(1)

@@ -1,6 +1,6 @@
 """Hostile input never gives a traceback or an undocumented exit code (FENCE_PR_BAD_INPUTS
 cases: 150 in CI, 10,000 in `make reliability`).  The lab re-runs a sample against real
-LUNs and checks that no registration or PR generation moved (tests/lab/test_bad_input.py)."""
+LUNs and checks that no registration or PR generation moved (tests/lab/agent/test_bad_input.py)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.lab.bench import table
-from tests.lab.bench_trace import commands
+from tests.lab.tools.bench import table
+from tests.lab.tools.bench_trace import commands
 
 # Two lines as the kernel's ftrace prints target_sequencer_start (TP_printk in
 # include/trace/events/target.h), plus one from another event that must not count.

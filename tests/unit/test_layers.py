@@ -79,3 +79,62 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     tree = imports(bad) | {"fence_pr.engine"}
     assert any(layer(o) > layer(module_name(bad)) for o in tree)
     assert imports(PACKAGE / "host" / "lock.py") == {"fence_pr.pr.errors"}
+
+
+
+TESTS = PACKAGE.parent / "tests"
+# tests/lab's folders: the host side (runner) imports neither the guest's fixtures nor any
+# test, tools and fixtures import no test, and no test imports another.
+LAB_GROUPS = {"runner": set(), "fixtures": set(), "tools": {"runner", "fixtures"}}
+
+
+def imports_in_tests(source: str, package: str) -> set[str]:
+    """Dotted tests.* modules a source in `package` imports (relative imports resolved)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            if base.startswith("tests"):
+                found |= {f"{base}.{a.name}" for a in node.names} if not node.module else {base}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("tests")}
+    return found
+
+
+def wrong_imports(rel: Path, imported: set[str]) -> list[str]:
+    """What a file at tests/<rel> must not import."""
+    wrong = []
+    for other in sorted(imported):
+        parts = other.split(".")
+        if parts[-1].startswith("test_"):
+            wrong.append(f"{rel} imports the test {other}")
+        side = rel.parts[1] if len(rel.parts) > 2 and rel.parts[0] == "lab" else None
+        if side in LAB_GROUPS and len(parts) > 3 and parts[1] == "lab" \
+                and parts[2] not in LAB_GROUPS[side] | {side}:
+            wrong.append(f"{rel} ({side}) imports {other}")
+    return wrong
+
+
+def test_no_test_imports_another_and_the_lab_folders_keep_their_sides() -> None:
+    files = sorted(TESTS.rglob("*.py"))
+    assert any(p.parent.name == "runner" for p in files)
+    wrong = []
+    for path in files:
+        rel = path.relative_to(TESTS)
+        package = ".".join(("tests", *rel.parts[:-1]))
+        wrong += wrong_imports(rel, imports_in_tests(path.read_text(), package))
+    assert wrong == []
+
+
+def test_the_check_sees_a_test_import_and_a_crossed_side() -> None:
+    tool = Path("lab/tools/x.py")
+    assert wrong_imports(tool, imports_in_tests("from ..agent.test_agent_scsi import a",
+                                               "tests.lab.tools"))
+    runner = Path("lab/runner/x.py")
+    assert wrong_imports(runner, imports_in_tests("from ..fixtures.topology import sh",
+                                                 "tests.lab.runner"))
+    assert not wrong_imports(runner, imports_in_tests("from .kernels import KERNELS",
+                                                     "tests.lab.runner"))

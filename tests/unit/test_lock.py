@@ -125,7 +125,7 @@ def test_a_symbolic_link_is_not_followed(tmp_path: Path) -> None:
 def test_the_message_names_the_holder_and_its_state(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The holder's pid and state from /proc: a worker stuck in the kernel (D) is told apart
     from one still working.  (Naming the devices it has open is checked in the lab, on a
-    worker really stuck: tests/lab/test_fault_matrix.py.)"""
+    worker really stuck: tests/lab/faults/test_fault_matrix.py.)"""
     path = str(tmp_path / "lock")
     p = holder(path, 30)
     try:

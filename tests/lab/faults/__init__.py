@@ -1,0 +1,1 @@
+"""Path faults, a target that stops answering, split brain, two runs at once."""

@@ -1,0 +1,76 @@
+"""`make lab`: every lab test, in two guests at once (TCG uses one host CPU per guest).
+
+Lane A runs the slowest kernel-independent files on the first kernel; lane B runs the rest
+on the first kernel, then each further kernel without the `once` tests.  Each guest boots
+once; the output of both is streamed with a lane prefix.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+# Each guest's hard limit (run.py --timeout), and what the whole `.ci/run` may take: a lane
+# near either is a lane about to fail on a slower or busier machine.
+GUEST_LIMIT_S = 3600
+CI_BUDGET_S = 50 * 60
+
+# The slowest files, all marked `once` (tests/lab/conftest.py), chosen so both lanes take
+# about as long (each lane prints its 30 slowest tests, and its time at the end).
+LANE_A = ["tests/lab/cluster/test_cluster.py", "tests/lab/faults/test_fault_matrix.py",
+          "tests/lab/agent/test_watchdog_check.py", "tests/lab/cluster/test_peers.py",
+          "tests/lab/cluster/test_cluster3.py", "tests/lab/cluster/test_cluster_diagnosis.py",
+          "tests/lab/faults/test_reliability.py"]
+
+
+def lanes(kernels: list[str]) -> dict[str, list[list[str]]]:
+    first, rest = kernels[0], kernels[1:]
+    b = [["--kernel", first, "tests/lab", *(f"--ignore={f}" for f in LANE_A)]]
+    b += [["--kernel", k, "--skip-once"] for k in rest]
+    return {"A": [["--kernel", first, *LANE_A]], "B": b}
+
+
+def run_lane(name: str, jobs: list[list[str]], results: dict[str, int],
+             times: list[str]) -> None:
+    rc = 0
+    lane_start = time.monotonic()
+    for job in jobs:
+        t0 = time.monotonic()
+        p = subprocess.Popen([sys.executable, "-m", "tests.lab.runner.run",
+                              f"--timeout={GUEST_LIMIT_S}", *job],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert p.stdout is not None
+        for line in p.stdout:
+            sys.stdout.write(f"[{name}] {line}")
+            sys.stdout.flush()
+        job_rc = p.wait()
+        rc = rc or job_rc
+        took = time.monotonic() - t0
+        times.append(f"[lab] lane {name}, kernel {job[1]}: {took:.0f}s of its {GUEST_LIMIT_S}s "
+                     f"guest limit ({100 * took / GUEST_LIMIT_S:.0f}%), exit {job_rc}")
+    took = time.monotonic() - lane_start
+    times.append(f"[lab] lane {name}: {took:.0f}s, {100 * took / CI_BUDGET_S:.0f}% of CI's "
+                 f"{CI_BUDGET_S // 60} min budget for the whole .ci/run")
+    results[name] = rc
+
+
+def main() -> int:
+    kernels = sys.argv[1:] or ["7.3", "6.12"]
+    results: dict[str, int] = {}
+    times: list[str] = []
+    start = time.monotonic()
+    threads = [threading.Thread(target=run_lane, args=(n, jobs, results, times))
+               for n, jobs in lanes(kernels).items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print("\n".join(sorted(times)), flush=True)
+    print(f"[lab] lanes {results}, wall {time.monotonic() - start:.0f}s", flush=True)
+    return 0 if results and not any(results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

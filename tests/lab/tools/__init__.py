@@ -1,0 +1,1 @@
+"""The lab's tools beside the tests: `make demo` and `make bench`."""

@@ -1,0 +1,163 @@
+"""`make bench`: boot the lab once, fence a node off N LUNs x 2 paths with fence_pr,
+fence_scsi and fence_mpath (tests/lab/tools/bench_guest.py), print the table and write it to
+docs/bench.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import cast
+
+from ..runner.kernels import KERNELS
+from ..runner.vm import PROJECT, LabError, run
+from . import bench_startup
+
+AGENTS = ("fence_pr", "fence_scsi", "fence_mpath")
+OUT = PROJECT / "docs/bench.md"
+RAW = PROJECT / "docs/bench-results.json"
+
+
+def merge(old: list[dict[str, object]], new: list[dict[str, object]],
+          agents: list[str]) -> list[dict[str, object]]:
+    """A run of some agents replaces their rows in the last full run's results."""
+    kept = [r for r in old if r.get("agent") not in agents and "agent" in r]
+    meta = [r for r in old if "agent" not in r]
+    return ([r for r in new if "agent" in r] + kept + meta
+            + [r for r in new if "multipathd_start_s" in r])
+
+
+def parse(stdout: str) -> list[dict[str, object]]:
+    return [json.loads(line[6:]) for line in stdout.splitlines() if line.startswith("BENCH ")]
+
+
+def cmds(r: dict[str, object]) -> str:
+    mean = f"{float(r['cmds_per_lun']):.1f}"  # type: ignore[arg-type]
+    return mean + (f" ({float(r['cmds_median']):g})" if "cmds_median" in r else "")  # type: ignore[arg-type]
+
+
+def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
+    runs = {(r["agent"], r["luns"]): r for r in results if "agent" in r}
+    sizes = sorted({int(r["luns"]) for r in results if "luns" in r})  # type: ignore[call-overload]
+    meta = {k: v for r in results for k, v in r.items() if k not in ("agent", "luns")}
+    mpd_drain = meta.get("multipathd_udev_drain_s")
+    startup = {str(r["startup"]): float(r["wall"]) for r in results  # type: ignore[arg-type]
+               if "startup" in r}
+    lines = [
+        "| LUNs | agent | wall time (median) | runs | x fence_pr | SCSI commands per LUN "
+        "(at the target): mean (median) |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    failures: list[str] = []
+    for n in sizes:
+        base = runs.get(("fence_pr", n), {}).get("wall")
+        for agent in AGENTS:
+            r = runs.get((agent, n))
+            if r is None:
+                continue
+            if "skipped" in r:
+                why = " ".join(str(r["skipped"]).split())
+                lines.append(f"| {n} | {agent} | not run: {why} | | | |")
+                continue
+            wall = float(r["wall"])  # type: ignore[arg-type]
+            ratio = f"{wall / float(base):.1f}x" if base else ""  # type: ignore[arg-type]
+            fails = cast(list[dict[str, object]], r.get("failed") or [])
+            runs_s = f"{r['runs']}" + (f" (+{len(fails)} failed)" if fails else "")
+            lines.append(f"| {n} | {agent} | {wall:.2f} s | {runs_s} | {ratio} | "
+                         f"{cmds(r)} |")
+            failures += [f"{agent} at {n} LUNs failed after {float(f['wall']):.1f} s: "  # type: ignore[arg-type]
+                         f"{f['why']}" for f in fails]
+    lines.append("")
+    if failures:
+        lines += ["Failed runs (not in the medians):", ""] + [f"- {f}" for f in failures] + [""]
+    lines.append("Agent start-up (`-o metadata`, median of 5): " + ", ".join(
+        f"{a} {s:.2f} s" for a, s in startup.items()) + ".")
+    if "fence_pr" in startup and "fence_scsi" in startup:
+        share = startup["fence_pr"] / startup["fence_scsi"]
+        lines.append(f"fence_pr's start-up is {100 * share:.0f}% of fence_scsi's in the guest "
+                     f"(target under {100 * bench_startup.TARGET:.0f}%).")
+    return "\n".join(lines) + "\n" + (
+        f"\nLab: kernel {meta.get('kernel', kernel)}, QEMU TCG (software emulation, 1 vCPU, "
+        "3 GB), LIO iSCSI target over 127.0.0.1/.2, two nodes x two sessions, one hand-made "
+        "dm-multipath map per LUN per node (multipathd takes them over for fence_mpath only). "
+        f"Lab set-up {float(meta.get('setup_s', 0)):.0f} s (udev's backlog "  # type: ignore[arg-type]
+        f"{float(meta.get('udev_drain_s', 0)):.0f} s of it), multipathd start "  # type: ignore[arg-type]
+        f"{float(meta.get('multipathd_start_s', 0)):.0f} s"  # type: ignore[arg-type]
+        + (f" (then udev's backlog from its take-over of the maps {float(mpd_drain):.0f} s)"  # type: ignore[arg-type]
+           if mpd_drain is not None else "") + ", "
+        f"whole bench {host_s / 60:.0f} min.\n")
+
+
+DOC_HEAD = """# Benchmark: fence_pr, fence_scsi, fence_mpath
+
+`make bench` (tests/lab/tools/bench.py, guest side tests/lab/tools/bench_guest.py) boots the
+lab once and fences node2 off N LUNs x 2 paths from node1 with each agent, all in that one
+run. Wall time is the agent's whole run, process start to exit, median of the runs shown
+(one run only where a run took over 150 s; an N is not run when the agent's time at the
+previous N, scaled, projects over 1,800 s). SCSI commands are counted at the target: LIO's
+`statistics/scsi_lu/num_cmds` of the N LUNs before and after the run, divided by N: the
+mean, and in brackets the median of the per-LUN counts. Before each count udevd's queue is
+drained: `udevadm settle`, then waiting until udevd's queue file /run/udev/queue is gone (up
+to 10 min before a run, 60 s after it, 30 min for a set-up's backlog). So the udev rescans
+an agent causes count for that agent, and the set-up's backlog of uevents (1,024 sd and 512
+dm devices, whose blkid probes read through node1's paths; multipathd's take-over of the 512
+maps) counts for none. `udevadm settle` alone does not do this: while udevd is too busy to
+answer its control socket, settle returns 0 at once. A run that has not ended after 3x its
+projection from the previous N (at least 10 min, at most 40) is killed and reported. Between
+runs node2 is unfenced again with fence_pr and the unit attentions that left are taken
+(neither timed nor counted).
+
+The transport is iSCSI: fence_scsi and fence_mpath always send PREEMPT AND ABORT, which wedges
+LIO on tcm_loop paths (docs/kernel-behaviour.md). fence_pr runs as a distribution package
+would install it (system python3, package compiled on a local file system); the lab's venv
+on the 9p checkout is slower to start, shown separately. fence_scsi is given node1's first sd
+path of each LUN (docs/peers.md: its sg_persist through the lab's maps fails), fence_pr and
+fence_mpath the dm maps. Under software emulation every process start costs about as much as
+on a slow real machine, which is what fence_scsi (one sg_persist or sg_turs process per
+command) and fence_mpath (one mpathpersist per command) pay per LUN. fence_mpath runs with
+multipathd managing every map, whose path checker adds its own commands to the counts during
+fence_mpath's runs.
+
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--kernel", default="7.3", choices=KERNELS)
+    ap.add_argument("--luns", default="1,16,64,256")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--agents", default=",".join(AGENTS))
+    ap.add_argument("--no-write", action="store_true", help="print only, leave docs/bench.md")
+    a = ap.parse_args()
+    cmd = (f".venv/bin/python -m tests.lab.tools.bench_guest --luns {a.luns} --runs {a.runs} "
+           f"--agents {a.agents}")
+    print(f"[bench] booting kernel {a.kernel}: {cmd}", flush=True)
+    t0 = time.monotonic()
+    try:
+        r = run(cmd, kernel=a.kernel, stream=True, timeout=4 * 3600)
+    except LabError as e:
+        print(f"[bench] FAILED: {e}", file=sys.stderr)
+        return 1
+    host_s = time.monotonic() - t0
+    if r.rc != 0:
+        sys.stderr.write(r.stderr[-5000:])
+        print("[bench] guest kernel log tail:\n" + "\n".join(r.dmesg.splitlines()[-40:]))
+        return r.rc
+    results = parse(r.stdout)
+    agents = a.agents.split(",")
+    if set(agents) != set(AGENTS) and RAW.exists():
+        old = json.loads(RAW.read_text())
+        results = merge(old["results"], results, agents)
+        host_s = float(old["host_s"])
+    text = table(results, a.kernel, host_s)
+    print(text)
+    if not a.no_write:
+        RAW.write_text(json.dumps({"results": results, "host_s": host_s}, indent=1) + "\n")
+        OUT.write_text(DOC_HEAD + text)
+        print(f"[bench] wrote {OUT.relative_to(PROJECT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
