@@ -76,8 +76,12 @@ def _open_dir(path: str) -> int:
     return fd
 
 
+def lock_path(directory: str = LOCK_DIR) -> str:
+    return os.path.join(directory, LOCK_NAME)
+
+
 def _open_lock(directory: str) -> int:
-    path = os.path.join(directory, LOCK_NAME)
+    path = lock_path(directory)
     dfd = _open_dir(directory)
     try:
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
@@ -106,7 +110,7 @@ def _open_lock(directory: str) -> int:
 @contextmanager
 def node_lock(wait_s: float, directory: str = LOCK_DIR) -> Iterator[None]:
     fd = _open_lock(directory)
-    path = os.path.join(directory, LOCK_NAME)
+    path = lock_path(directory)
     try:
         end = time.monotonic() + wait_s
         while True:

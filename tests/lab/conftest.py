@@ -37,9 +37,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _packaged_agent() -> None:
     """fence_pr as the .deb lays it out, from the checkout as it is now (packaged.py)."""
     if IN_LAB:
-        from .fixtures.packaged import LAB_PREFIX, install
+        from .fixtures.packaged import installed
 
-        install(LAB_PREFIX)
+        installed()
 
 
 @pytest.fixture(autouse=True)

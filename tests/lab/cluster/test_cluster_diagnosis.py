@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from ..fixtures.cluster import PACKAGED, STONITH_ID, Cluster, ClusterError
+from ..fixtures.cluster import STONITH_ID, Cluster, ClusterError
+from ..fixtures.packaged import LAB_PREFIX
 
 # pacemaker-fenced asks for metadata on stdin (`action=metadata`), not with -o.
 SLOW_METADATA = f"""#!/bin/sh
 input=$(cat)
 case "$input" in *action=metadata*) sleep 12;; esac
-printf '%s\\n' "$input" | exec {PACKAGED}/sbin/fence_pr "$@"
+printf '%s\\n' "$input" | exec {LAB_PREFIX}/sbin/fence_pr "$@"
 """
 
 
