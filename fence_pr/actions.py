@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import engine
@@ -21,17 +22,21 @@ from .pr.errors import ActionFailed
 EXIT_OK = 0  # EXIT_FAIL is 1; status OFF (2) comes from fencing.py's fence_action
 
 
-def _report(reports: list[engine.DeviceReport]) -> bool:
-    ok = True
+def _report(action: str, reports: list[engine.DeviceReport]) -> bool:
+    """One line per device, then one per path or problem, in the devices' order (by WWID),
+    then a one-line summary; True when no device failed."""
+    counts = {"ok": 0, "degraded": 0, "failed": 0}
     for r in reports:
-        state = "ok" if r.ok and not r.degraded else ("DEGRADED" if r.ok else "FAILED")
-        logging.info("%s: %s %s", r.storage, state, r.message)
-        for d in r.degraded:
+        state = "failed" if not r.ok else ("degraded" if r.degraded else "ok")
+        counts[state] += 1
+        level = {"ok": logging.INFO, "degraded": logging.WARNING, "failed": logging.ERROR}[state]
+        logging.log(level, "%s: %s: %s", r.storage, state.upper(), r.message)
+        for d in sorted(r.degraded):
             logging.warning("%s: degraded: %s", r.storage.node, d)
-        if not r.ok:
-            logging.error("%s: %s", r.storage, r.message)
-            ok = False
-    return ok
+    worst = logging.INFO if counts["ok"] == len(reports) else logging.WARNING
+    logging.log(worst, "%s: %d device(s): %d ok, %d degraded, %d failed", action,
+                len(reports), counts["ok"], counts["degraded"], counts["failed"])
+    return not counts["failed"]
 
 
 def hand_key_to_multipathd(plan: Plan, reports: list[engine.DeviceReport]) -> None:
@@ -48,24 +53,34 @@ def hand_key_to_multipathd(plan: Plan, reports: list[engine.DeviceReport]) -> No
             logging.warning("%s: %s", name, e)
 
 
+def _keys_everywhere(plan: Plan) -> list[engine.DeviceReport]:
+    return engine.run_everywhere(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
+                                 plan.deadline)
+
+
 def _status(plan: Plan) -> str:
+    """ON if the key is on any device that answered; OFF only when every device answered
+    and none has it: a device that did not answer might be the one that has it."""
     key = plan.target_key
     assert key is not None
-    reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
-                             plan.deadline)
-    if not all(r.ok for r in reports):
-        _report(reports)
-        raise ActionFailed("status unknown: "
-                           + "; ".join(r.message for r in reports if not r.ok))
-    return "on" if any(key in r.keys for r in reports) else "off"
+    reports = _keys_everywhere(plan)
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        _report("status", reports)
+    if any(key in r.keys for r in reports if r.ok):
+        return "on"
+    if failed:
+        raise ActionFailed(f"status of {plan.target} unknown: key {key} is on none of the "
+                           f"devices that answered, and {len(failed)} did not: "
+                           + "; ".join(f"{r.storage.node}: {r.message}" for r in failed))
+    return "off"
 
 
 def validate(plan: Plan) -> int:
     """Options already parsed and devices resolved; now read (never write) each device's
     keys, which proves it answers persistent-reservation commands."""
-    reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
-                             plan.deadline)
-    if not _report(reports):
+    reports = _keys_everywhere(plan)
+    if not _report("validate-all", reports):
         return EXIT_FAIL
     print(f"validate-all: configuration is valid ({len(plan.devices)} device(s), "
           f"{len(plan.keys)} node key(s), this node is {plan.local})")
@@ -81,6 +96,16 @@ LOCK_WAIT_SHARE = 0.5
 ActionLoop = Callable[..., Any]
 
 
+@dataclass
+class Conn:
+    """fencing.py's connection object for one run (as fence_aws hands over its boto3
+    client): the plan, and the devices a callback could not read -- list and list-status
+    print what the others show, and the run still exits 1."""
+
+    plan: Plan
+    unread: list[str] = field(default_factory=list)
+
+
 def run(plan: Plan, options: dict[str, str], action_loop: ActionLoop) -> int:
     """`options` are fencing.py's, handed back to its action loop."""
     if plan.action in ("on", "off", "reboot"):
@@ -91,52 +116,60 @@ def run(plan: Plan, options: dict[str, str], action_loop: ActionLoop) -> int:
 
 def _run(plan: Plan, options: dict[str, str], action_loop: ActionLoop) -> int:
     if plan.action == "monitor":
-        reports = engine.run_all(plan.devices, lambda s: engine.check(
+        reports = engine.run_everywhere(plan.devices, lambda s: engine.check(
             s, plan.local_key, plan.deadline), plan.deadline)
-        return EXIT_OK if _report(reports) and all(not r.degraded for r in reports) else EXIT_FAIL
-    # The Plan is fencing.py's connection object: it hands it to each callback (as
-    # fence_aws hands its boto3 client).  fence_action returns None for list/list-status.
-    rc = action_loop(plan, dict(options), None, get_power_status, get_list,
-                     sync_set_power_fn=sync_set_power_status)
-    return int(rc or EXIT_OK)
+        healthy = _report("monitor", reports) and all(not r.degraded for r in reports)
+        return EXIT_OK if healthy else EXIT_FAIL
+    conn = Conn(plan)
+    # fence_action returns None for list/list-status.
+    rc = int(action_loop(conn, dict(options), None, get_power_status, get_list,
+                         sync_set_power_fn=sync_set_power_status) or EXIT_OK)
+    if rc == EXIT_OK and conn.unread:
+        logging.error("%s: not read: %s", plan.action, ", ".join(conn.unread))
+        return EXIT_FAIL
+    return rc
 
 
 # --- fencing.py's callbacks ------------------------------------------------------------------
 
-def get_power_status(plan: Plan, options: dict[str, str]) -> str:
+def get_power_status(conn: Conn, options: dict[str, str]) -> str:
     if options["--action"] == "off":
         # fencing.py asks before `off`; engine.fence finds a victim already gone by itself,
         # so this read would only add a command per device.
         return "on"
-    return _status(plan)
+    return _status(conn.plan)
 
 
-def set_power_status(plan: Plan, options: dict[str, str]) -> None:
+def set_power_status(conn: Conn, options: dict[str, str]) -> None:
+    plan, action = conn.plan, options["--action"]
     key = plan.target_key
     assert key is not None
-    if options["--action"] == "on":
-        reports = engine.run_all(plan.devices, lambda s: engine.register(
+    if action == "on":
+        reports = engine.run_everywhere(plan.devices, lambda s: engine.register(
             s, key, plan.pr_type, plan.deadline), plan.deadline)
         hand_key_to_multipathd(plan, reports)
-    else:
-        reports = engine.run_all(plan.devices, lambda s: engine.fence(
+    else:  # off: the arbiter first (engine.run_with_arbiter)
+        reports = engine.run_with_arbiter(plan.devices, lambda s: engine.fence(
             s, plan.local_key, key, plan.pr_type, plan.deadline), plan.deadline)
-    if not _report(reports):
-        raise ActionFailed(f"{options['--action']} failed on " + ", ".join(
+    if not _report(action, reports):
+        raise ActionFailed(f"{action} failed on " + ", ".join(
             r.storage.node for r in reports if not r.ok))
 
 
-def sync_set_power_status(plan: Plan, options: dict[str, str]) -> bool:
+def sync_set_power_status(conn: Conn, options: dict[str, str]) -> bool:
     # The engine verifies every device by reading its keys back; fencing.py's own check
     # afterwards (status, power_wait) would only repeat that read.
-    set_power_status(plan, options)
+    set_power_status(conn, options)
     return True
 
 
-def get_list(plan: Plan, _options: dict[str, str]) -> dict[str, tuple[str, str]]:
-    reports = engine.run_all(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
-                             plan.deadline)
-    found = {k for r in reports for k in r.keys}
+def get_list(conn: Conn, options: dict[str, str]) -> dict[str, tuple[str, str]]:
+    plan = conn.plan
+    reports = _keys_everywhere(plan)
+    if any(not r.ok for r in reports):
+        _report(options["--action"], reports)
+        conn.unread += [r.storage.node for r in reports if not r.ok]
+    found = {k for r in reports if r.ok for k in r.keys}
     out = {n: (str(k), "on" if k in found else "off") for n, k in plan.keys.items()}
     for k in sorted(found - set(plan.keys.values())):
         out[plan.name_of(k)] = (str(k), "on")

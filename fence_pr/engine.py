@@ -264,11 +264,14 @@ def _guarded(op: Op, storage: Storage) -> DeviceReport:
         return DeviceReport(storage, False, str(e))
 
 
-def run_all(storages: list[Storage], op: Op, deadline: Deadline) -> list[DeviceReport]:
-    """The first device alone (the arbiter), then the others in parallel, within the deadline.
+def run_with_arbiter(storages: list[Storage], op: Op,
+                     deadline: Deadline) -> list[DeviceReport]:
+    """`off`: the first device alone (the arbiter), then the others in parallel, within the
+    deadline.
 
-    If the arbiter fails, the others are not touched: in a fence race the loser
-    stops there, so two nodes cannot each win a different subset of devices.
+    If the arbiter fails, the others are not touched: in a fence race the loser stops there,
+    so two nodes fencing each other cannot each win a subset of the devices.  Every node
+    orders the devices the same way (devices.resolve_all: by WWID).
     """
     if not storages:
         return []
@@ -276,6 +279,13 @@ def run_all(storages: list[Storage], op: Op, deadline: Deadline) -> list[DeviceR
     if not first[0].ok:
         return first
     return first + _in_parallel(storages[1:], op, deadline)
+
+
+def run_everywhere(storages: list[Storage], op: Op, deadline: Deadline) -> list[DeviceReport]:
+    """Every action but `off`: every device at once, within the deadline, each outcome
+    reported in the devices' order -- all problems in one run, and `on` registers what it
+    can even where one device fails."""
+    return _in_parallel(storages, op, deadline)
 
 
 def _in_parallel(storages: list[Storage], op: Op, deadline: Deadline) -> list[DeviceReport]:

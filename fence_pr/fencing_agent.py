@@ -35,8 +35,10 @@ DOCS = {
                 "Registrants Only reservation; off preempts and aborts the victim's key. "
                 "On multipath maps fence_pr registers each path itself, because the kernel's "
                 "dm-multipath registration is all-or-nothing, and verifies every result by "
-                "reading the keys back. Devices are handled in WWID order, the first one alone "
-                "(the arbiter) and the rest in parallel.",
+                "reading the keys back. off handles the devices in WWID order, the first one "
+                "alone (the arbiter, so two nodes fencing each other cannot each win some) and "
+                "the rest in parallel; every other action visits every device at once and "
+                "reports each.",
     "vendorurl": "https://www.kernel.org/doc/html/latest/block/pr.html",
 }
 
@@ -107,8 +109,12 @@ def run(stdin: str | None = None) -> None:
     define_options(all_opt)
     all_opt["port"]["help"] = "-n, --plug=[nodename]          Name of the node to be fenced"
     all_opt["port"]["shortdesc"] = "Name of the node to be fenced or unfenced."
-    options = fencing.check_input(DEVICE_OPT, fencing.process_input(DEVICE_OPT),
-                                  other_conditions=True)
+    with _ParseErrors() as not_understood:
+        given = fencing.process_input(DEVICE_OPT)
+    try:
+        options = fencing.check_input(DEVICE_OPT, given, other_conditions=True)
+    finally:  # once check_input has set up fencing.py's handlers (or refused the input)
+        not_understood.log()
     options["device_opt"] = [o for o in options["device_opt"] if o != "separator"] + [
         "separator"]
     fencing.show_docs(options, DOCS)
@@ -123,6 +129,52 @@ def run(stdin: str | None = None) -> None:
         options["--plug"] = options["--nodename"]
     fencing.run_delay(options)
     sys.exit(_exit_code_of(lambda: _bounded(options, fencing.fence_action)))
+
+
+class _ParseErrors(logging.Handler):
+    """fencing.py warns once per line of stdin it does not understand: pages of garbage
+    would bury the one error that follows in Pacemaker's log.  Those warnings are held back
+    while it parses, then said in one line: how many, and the first few, cut short.
+
+    Being a handler also keeps `logging.warning` from installing a default one before
+    fencing.py sets up its own (which printed every later line twice); anything else logged
+    meanwhile goes out at once, plainly, as Python does without handlers."""
+
+    SHOWN = 3
+    WIDTH = 60
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno == logging.WARNING and message.startswith("Parse error:"):
+            self.lines.append(message.removeprefix("Parse error:").strip()
+                              .removeprefix("Ignoring unknown option ").strip())
+        elif logging.lastResort is not None:
+            logging.lastResort.handle(record)
+
+    def __enter__(self) -> _ParseErrors:
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        logging.getLogger().removeHandler(self)
+        if exc_type is not None:  # fencing.py refused the input: say it all now
+            self.log()
+
+    def log(self) -> None:
+        if not self.lines:
+            return
+        shown = [line if len(line) <= self.WIDTH else line[:self.WIDTH - 3] + "..."
+                 for line in self.lines[:self.SHOWN]]
+        more = len(self.lines) - len(shown)
+        # The logger's method, not logging.warning: that would install a default handler.
+        logging.getLogger().warning(
+            "%d line(s) of input not understood, ignored: %s%s", len(self.lines),
+            "; ".join(shown), f"; and {more} more" if more else "")
+        self.lines = []
 
 
 def _bounded(options: dict[str, str], fence_action: Callable[..., Any]) -> int:
