@@ -133,10 +133,14 @@ def _run(plan: Plan, options: dict[str, str], action_loop: ActionLoop) -> int:
 # --- fencing.py's callbacks ------------------------------------------------------------------
 
 def get_power_status(conn: Conn, options: dict[str, str]) -> str:
+    # fencing.py asks before `off` and `on`.  engine.fence finds a victim already gone by
+    # itself, and `on` registers every path whatever the status (force_on) and reads the
+    # keys back: the read would only add a command per device -- and before `on`, a device
+    # that does not answer would stop it from registering the others.
     if options["--action"] == "off":
-        # fencing.py asks before `off`; engine.fence finds a victim already gone by itself,
-        # so this read would only add a command per device.
         return "on"
+    if options["--action"] == "on":
+        return "off"
     return _status(conn.plan)
 
 

@@ -240,7 +240,8 @@ def check(storage: Storage, key: Key, deadline: Deadline) -> DeviceReport:
     if have == 0:
         return DeviceReport(storage, False, f"key {key} not registered", degraded,
                             keys)
-    return DeviceReport(storage, not degraded, "healthy" if not degraded else "degraded",
+    # Registered: a path down or unregistered makes the device degraded, not failed.
+    return DeviceReport(storage, True, "healthy" if not degraded else "degraded",
                         degraded, keys)
 
 
