@@ -19,7 +19,8 @@ HERE = Path(__file__).parent
 # lab's kernels (pr.h reads vs the SG_IO fallback are covered by the rest), and they are the
 # slow ones: `make lab` runs them on the first kernel only (run.py --once-elsewhere).
 ONCE = {"test_cluster", "test_cluster3", "test_cluster_diagnosis", "test_peers",
-        "test_fault_matrix", "test_bad_input", "test_reliability", "test_watchdog_check"}
+        "test_fault_matrix", "test_bad_input", "test_reliability", "test_watchdog_check",
+        "test_agent_discovery"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

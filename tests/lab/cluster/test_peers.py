@@ -25,6 +25,11 @@ from ..fixtures.topology import check_paths, dm_fail_path, scsi_keys, sh
 
 AGENTS = ("fence_pr", "fence_scsi", "fence_mpath")
 
+# A comparison with the other agents, not a claim about fence_pr's PR behaviour that the
+# rest of the lab does not make (fence_scsi's keys are also checked against fence_scsi's own
+# code in tests/unit/test_keys.py): `make peers` runs it, CI does not (marker `extra`).
+pytestmark = pytest.mark.extra
+
 
 def run(*argv: str) -> Result:
     r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
@@ -70,10 +75,7 @@ class Peer:
                    "-d", self.devs(node))
 
 
-# fence_scsi's and fence_mpath's runs of the scenario check the other agents, not fence_pr's
-# PR behaviour: `make peers` runs them (marker `extra`), CI runs fence_pr's.
-@pytest.fixture(params=[pytest.param(a, marks=[] if a == "fence_pr" else [pytest.mark.extra])
-                        for a in AGENTS])
+@pytest.fixture(params=AGENTS)
 def peer(request, clean_iscsi) -> Iterator[Peer]:  # type: ignore[no-untyped-def]
     mpd = None
     if request.param == "fence_mpath":
@@ -189,9 +191,7 @@ def test_validate_all_and_list_differ() -> None:
     assert r.rc == 0 and "not working" in r.out, r  # exit 0, no list
 
 
-# fence_scsi's default key_value (id) in CI; hash, the same path with another key, in
-# `make peers`.
-@pytest.mark.parametrize("scheme", ["id", pytest.param("hash", marks=pytest.mark.extra)])
+@pytest.mark.parametrize("scheme", ["id", "hash"])
 def test_fence_scsi_keys_interoperate(clean_iscsi, scheme: str) -> None:  # type: ignore[no-untyped-def]
     """fence_scsi unfences, fence_pr (key_value=<scheme>) fences; then the other way round."""
     lab = clean_iscsi
