@@ -13,7 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from tests.badinput import AGENT, Case, cases, check, symlink_loop
 
 N = int(os.environ.get("FENCE_PR_BAD_INPUTS", "150"))
-LOOP = symlink_loop(tempfile.mkdtemp(prefix="fence_pr-badinput-"))
+# Removed when the test process ends (TemporaryDirectory's finalizer); the strategy below
+# needs the path when the module is imported.
+_LOOP_DIR = tempfile.TemporaryDirectory(prefix="fence_pr-badinput-")
+LOOP = symlink_loop(_LOOP_DIR.name)
 # No real disk on this host may ever be named: the devices are all bad or junk.
 KEYS = "node1=0x1,node2=0x2"
 
