@@ -153,8 +153,9 @@ def set_power_status(conn: Conn, options: dict[str, str]) -> None:
             s, key, plan.pr_type, plan.deadline), plan.deadline)
         hand_key_to_multipathd(plan, reports)
     else:  # off: the arbiter first (engine.run_with_arbiter)
+        known = frozenset(plan.keys.values())
         reports = engine.run_with_arbiter(plan.devices, lambda s: engine.fence(
-            s, plan.local_key, key, plan.pr_type, plan.deadline), plan.deadline)
+            s, plan.local_key, key, plan.pr_type, plan.deadline, known), plan.deadline)
     if not _report(action, reports):
         raise ActionFailed(f"{action} failed on " + ", ".join(
             r.storage.node for r in reports if not r.ok))

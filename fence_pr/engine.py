@@ -186,14 +186,32 @@ def _not_registered(storage: Storage, my_key: Key) -> NotRegistered:
         "been fenced itself. Refusing to fence; run `on` (unfence) once this node is healthy")
 
 
+def _strangers(storage: Storage, keys: list[Key], known: frozenset[Key],
+               victim: Key) -> DeviceReport | None:
+    """The victim's key is not registered: "already off" only if every registration is one
+    this configuration knows.  A key it does not know may be the victim's under another key
+    scheme (fence_scsi's key_value=id or hash, other node_keys): success then would leave a
+    node writing that Pacemaker believes fenced."""
+    unknown = sorted(set(keys) - known)
+    if not unknown:
+        return None
+    return DeviceReport(storage, False, f"key {victim} is not registered, but "
+                        f"{', '.join(map(str, unknown))} (not this configuration's) "
+                        f"{'is' if len(unknown) == 1 else 'are'}: the victim may be registered "
+                        "under another key; set key_value or node_keys as the nodes were "
+                        "unfenced (fence_scsi's default is key_value=id). Nothing was changed",
+                        keys=keys)
+
+
 def fence(storage: Storage, my_key: Key, victim: Key, pr_type: PrType,
-          deadline: Deadline) -> DeviceReport:
+          deadline: Deadline, known: frozenset[Key]) -> DeviceReport:
     """PREEMPT AND ABORT `victim` with our own key, on a path device so the abort is real.
 
     Three commands per device: PREEMPT, READ KEYS, READ RESERVATION. The PREEMPT goes
     first: the target answers RESERVATION CONFLICT (and changes nothing) when this node is
-    not registered, so only then are the keys read to say why -- a node that was itself
-    fenced refuses, a victim already gone is fine.
+    not registered or the victim is not, so only then are the keys read to say why -- a
+    node that was itself fenced refuses, a victim already gone is fine unless a key that
+    `known` (every node's key in this configuration) does not hold is registered.
     """
     def preempt(path: DevicePath) -> None:
         # LIO's tcm_loop wedges on PREEMPT AND ABORT: plain PREEMPT there.
@@ -205,13 +223,17 @@ def fence(storage: Storage, my_key: Key, victim: Key, pr_type: PrType,
         _first_path(storage, deadline, preempt)
     except ReservationConflict:
         keys = keys_of(storage, deadline).keys
-        if victim not in keys and my_key not in keys:
-            # Already off here, as a status check first would have said; nothing to repair.
-            return DeviceReport(storage, True, f"key {victim} not registered",
-                                keys=keys)
-        if my_key not in keys:
+        if victim not in keys:
+            stranger = _strangers(storage, keys, known | {my_key}, victim)
+            if stranger is not None:
+                return stranger
+            if my_key not in keys:
+                # Already off here, as a status check first would have said.
+                return DeviceReport(storage, True, f"key {victim} not registered",
+                                    keys=keys)
+        elif my_key not in keys:
             raise _not_registered(storage, my_key) from None
-        if victim in keys:
+        else:
             raise
     if keys is None:
         keys = keys_of(storage, deadline).keys
