@@ -38,28 +38,33 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> set[str]:
-    """fence_pr modules `path` imports, relative imports resolved."""
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+def imported(source: str, package: str, top: str) -> set[str]:
+    """Modules under the top-level package `top` that a source in `package` imports,
+    relative imports resolved."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")
                 anchor = anchor[:len(anchor) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            if base.split(".")[0] != "fence_pr":
+            if base.split(".")[0] != top:
                 continue
             for alias in node.names:  # `from . import engine` names a module
                 sub = f"{base}.{alias.name}"
                 found.add(sub if (PACKAGE.parent / sub.replace(".", "/")).with_suffix(
                     ".py").exists() else base)
         elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == "fence_pr"}
+            found |= {a.name for a in node.names if a.name.split(".")[0] == top}
     return found
 
+
+def imports(path: Path) -> set[str]:
+    """fence_pr modules `path` imports."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return imported(path.read_text(), package, "fence_pr")
 
 def test_no_module_imports_one_above_it() -> None:
     upward = []
@@ -89,20 +94,8 @@ LAB_GROUPS = {"runner": set(), "fixtures": set(), "tools": {"runner", "fixtures"
 
 
 def imports_in_tests(source: str, package: str) -> set[str]:
-    """Dotted tests.* modules a source in `package` imports (relative imports resolved)."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            if base.startswith("tests"):
-                found |= {f"{base}.{a.name}" for a in node.names} if not node.module else {base}
-        elif isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("tests")}
-    return found
-
+    """Dotted tests.* modules a source in `package` imports."""
+    return imported(source, package, "tests")
 
 def wrong_imports(rel: Path, imported: set[str]) -> list[str]:
     """What a file at tests/<rel> must not import."""
