@@ -53,17 +53,12 @@ def hand_key_to_multipathd(plan: Plan, reports: list[engine.DeviceReport]) -> No
             logging.warning("%s: %s", name, e)
 
 
-def _keys_everywhere(plan: Plan) -> list[engine.DeviceReport]:
-    return engine.run_everywhere(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
-                                 plan.deadline)
-
-
 def _status(plan: Plan) -> str:
     """ON if the key is on any device that answered; OFF only when every device answered
     and none has it: a device that did not answer might be the one that has it."""
     key = plan.target_key
     assert key is not None
-    reports = _keys_everywhere(plan)
+    reports = engine.keys_everywhere(plan.devices, plan.deadline)
     failed = [r for r in reports if not r.ok]
     if failed:
         _report("status", reports)
@@ -79,7 +74,7 @@ def _status(plan: Plan) -> str:
 def validate(plan: Plan) -> int:
     """Options already parsed and devices resolved; now read (never write) each device's
     keys, which proves it answers persistent-reservation commands."""
-    reports = _keys_everywhere(plan)
+    reports = engine.keys_everywhere(plan.devices, plan.deadline)
     if not _report("validate-all", reports):
         return EXIT_FAIL
     print(f"validate-all: configuration is valid ({len(plan.devices)} device(s), "
@@ -170,7 +165,7 @@ def sync_set_power_status(conn: Conn, options: dict[str, str]) -> bool:
 
 def get_list(conn: Conn, options: dict[str, str]) -> dict[str, tuple[str, str]]:
     plan = conn.plan
-    reports = _keys_everywhere(plan)
+    reports = engine.keys_everywhere(plan.devices, plan.deadline)
     if any(not r.ok for r in reports):
         _report(options["--action"], reports)
         conn.unread += [r.storage.node for r in reports if not r.ok]

@@ -271,6 +271,12 @@ def keys_on(storage: Storage, deadline: Deadline) -> DeviceReport:
     return DeviceReport(storage, True, "", keys=keys_of(storage, deadline).keys)
 
 
+def keys_everywhere(storages: list[Storage], deadline: Deadline) -> list[DeviceReport]:
+    """Every device's registrations, read at once (status, list, validate-all, the watchdog
+    check)."""
+    return run_everywhere(storages, lambda s: keys_on(s, deadline), deadline)
+
+
 Op = Callable[[Storage], DeviceReport]
 
 

@@ -89,8 +89,7 @@ def _check(options: dict[str, str], deadline: Deadline) -> int:
     except FencePrError as e:  # before any device is read: the configuration's
         print(f"fence_pr_check: configuration error: {e}", file=sys.stderr)
         return CHECK_CONFIG
-    reports = engine.run_everywhere(plan.devices, lambda s: engine.keys_on(s, plan.deadline),
-                                    plan.deadline)
+    reports = engine.keys_everywhere(plan.devices, plan.deadline)
     missing = [r.storage.node for r in reports if r.ok and plan.local_key not in r.keys]
     problems = [f"key of {plan.local} missing on {', '.join(missing)}"] if missing else []
     problems += [f"{r.storage.node} unreadable ({r.message})" for r in reports if not r.ok]
