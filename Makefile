@@ -69,9 +69,11 @@ reliability: setup
 	FENCE_PR_RACES=200 FENCE_PR_LAB_BAD_INPUTS=1000 $(PY) -m tests.lab.runner.run --kernel 7.3 \
 		--extra tests/lab/faults/test_reliability.py tests/lab/agent/test_bad_input.py
 
-# fence_pr beside fence_scsi and fence_mpath, every scenario (CI runs fence_pr's own).
+# fence_pr beside fence_scsi and fence_mpath, every scenario (CI runs fence_pr's own), and a
+# fence_scsi cluster switched to fence_pr.
 peers: setup
-	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/cluster/test_peers.py
+	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/cluster/test_peers.py \
+		tests/lab/cluster/test_migration.py
 
 # The .deb in build/deb (`make unit` builds and checks one in a temporary directory).
 package: packages

@@ -22,7 +22,37 @@ from .host.budget import Deadline
 
 DEVICE_OPT = ["no_login", "no_password", "devices", "nodename", "port", "no_port", "key",
               "key_value", "node_keys", "local_node", "reservation_type", "fabric_fencing",
-              "on_target", "force_on", "corosync_cmap_path", "logfile", "separator"]
+              "on_target", "force_on", "corosync_cmap_path", "logfile", "vgs_path",
+              # fence_scsi's and fence_mpath's own, so that their resources carry over as
+              # they stand (COMPAT says what fence_pr does with each):
+              "aptpl", "readonly", "suppress-errors", "sg_persist_path", "sg_turs_path",
+              "mpath_register_method", "mpathpersist_path", "store_path", "sudo", "separator"]
+
+# What fence_pr does instead of fence_scsi's or fence_mpath's meaning, said in one line
+# when a resource sets the option (INFO; WARNING for validate-all and on, which an admin
+# reads and which run once per node start, not every monitor).  Options whose meaning
+# fence_pr keeps (vgs_path, corosync_cmap_path, key_value, devices...) are not here.
+COMPAT = {
+    "aptpl": "Every registration persists through power loss whatever this says: Linux sets "
+             "APTPL on every SCSI REGISTER it sends through linux/pr.h (and CPTPL on NVMe)",
+    "readonly": "fence_pr always sends PR IN on a descriptor opened read-only",
+    "suppress-errors": "No effect; fence_scsi used it only in its watchdog check, and "
+                       "fence_pr_check logs at levels of its own",
+    "sg_persist_path": "Not used; fence_pr sends PR commands through linux/pr.h, not "
+                       "sg_persist",
+    "sg_turs_path": "Not used; fence_pr sends no TEST UNIT READY: a path that does not "
+                    "answer a PR command is left for the next",
+    "mpath_register_method": "fence_pr registers every path of a map itself (as 'multi' "
+                             "does), with the same key; the map's own REGISTER ('single') "
+                             "rolls every path back when one fails",
+    "mpathpersist_path": "Not used; fence_pr registers every path of a map through "
+                         "linux/pr.h, without mpathpersist or multipathd",
+    "store_path": "Not used; fence_pr keeps no key files: keys come from node_keys, key or "
+                  "corosync",
+    "sudo": "Not used; fence_pr runs no other program for PR commands: it needs root, or "
+            "write access to the devices and their paths",
+    "sudo_path": "Not used, as use_sudo",
+}
 
 DOCS = {
     "shortdesc": "Fence agent for persistent reservations through linux/pr.h (SCSI, NVMe, "
@@ -64,8 +94,8 @@ def define_options(all_opt: dict[str, dict[str, Any]]) -> None:
         "shortdesc": "Reservation key of the node the operation applies to, in hex.",
         "order": 1}
     all_opt["key_value"] = {
-        "getopt": ":", "longopt": "key_value", "required": "0",
-        "help": "--key_value=<nodeid|id|hash>   How keys are derived from corosync: nodeid "
+        "getopt": ":", "longopt": "key-value", "required": "0",
+        "help": "--key-value=<nodeid|id|hash>   How keys are derived from corosync: nodeid "
                 "(default), or fence_scsi's id/hash",
         "shortdesc": "Key derivation: nodeid (cluster name hash + corosync node ID), or id / "
                      "hash for exactly fence_scsi's keys (migration).",
@@ -92,11 +122,60 @@ def define_options(all_opt: dict[str, dict[str, Any]]) -> None:
         "getopt": ":", "longopt": "logfile", "required": "0",
         "help": "-f, --logfile                  Log output (stdout and stderr) to file",
         "shortdesc": "Log output (stdout and stderr) to file", "order": 5}
+    all_opt["vgs_path"] = {
+        "getopt": ":", "longopt": "vgs-path", "required": "0",
+        "help": "--vgs-path=[path]              Path to vgs binary",
+        "shortdesc": "Path to vgs binary (shared volume groups, when devices is not set)",
+        "default": "/sbin/vgs", "order": 200}
+    _define_compat_options(all_opt)
     all_opt["corosync_cmap_path"] = {
         "getopt": ":", "longopt": "corosync-cmap-path", "required": "0",
         "help": "--corosync-cmap-path=[path]    Path to corosync-cmapctl binary",
         "shortdesc": "Path to corosync-cmapctl binary",
         "default": "/usr/sbin/corosync-cmapctl", "order": 200}
+
+
+def _define_compat_options(all_opt: dict[str, dict[str, Any]]) -> None:
+    """fence_scsi's and fence_mpath's options, spelled as they spell them (getopt, longopt,
+    default), described by what fence_pr does with them."""
+    def compat(name: str, getopt: str, longopt: str, help_: str, **more: Any) -> None:
+        all_opt[name] = {"getopt": getopt, "longopt": longopt, "required": "0",
+                         "help": help_, "shortdesc": COMPAT[name] + ".",
+                         "order": 300, **more}
+
+    for name in ("sudo", "sudo_path"):  # fencing.py's own, described by what fence_pr does
+        all_opt[name]["shortdesc"] = COMPAT[name] + "."
+    compat("aptpl", "a", "aptpl",
+           "-a, --aptpl                    Accepted: registrations always persist (APTPL)")
+    compat("readonly", "", "readonly",
+           "--readonly                     Accepted: PR IN is always sent read-only")
+    compat("suppress-errors", "", "suppress-errors",
+           "--suppress-errors              Accepted for fence_scsi's resources; no effect")
+    compat("sg_persist_path", ":", "sg_persist-path",
+           "--sg_persist-path=[path]       Accepted for fence_scsi's resources; not used",
+           default="/usr/bin/sg_persist")
+    compat("sg_turs_path", ":", "sg_turs-path",
+           "--sg_turs-path=[path]          Accepted for fence_scsi's resources; not used",
+           default="/usr/bin/sg_turs")
+    compat("mpath_register_method", ":", "mpath-register-method",
+           "--mpath-register-method=[multi|single] Accepted: every path is registered",
+           default="multi", choices=["multi", "single"])
+    compat("mpathpersist_path", ":", "mpathpersist-path",
+           "--mpathpersist-path=[path]     Accepted for fence_mpath's resources; not used",
+           default="/usr/sbin/mpathpersist")
+    compat("store_path", ":", "store-path",
+           "--store-path=[path]            Accepted for fence_mpath's resources; not used",
+           default="/var/run/cluster")
+
+
+def _say_compat(given: dict[str, str], action: str) -> None:
+    """One line for each fence_scsi/fence_mpath option the resource sets, saying what
+    fence_pr does instead (see COMPAT)."""
+    level = logging.WARNING if action in ("validate-all", "on") else logging.INFO
+    for name, notice in COMPAT.items():
+        value = given.get("--" + fencing.all_opt[name]["longopt"])
+        if value is not None and value != "0":
+            logging.getLogger().log(level, "%s: %s", name, notice)
 
 
 def run(stdin: str | None = None) -> None:
@@ -109,6 +188,7 @@ def run(stdin: str | None = None) -> None:
     define_options(all_opt)
     all_opt["port"]["help"] = "-n, --plug=[nodename]          Name of the node to be fenced"
     all_opt["port"]["shortdesc"] = "Name of the node to be fenced or unfenced."
+    all_opt["delay"]["getopt"] = "H:"  # as fence_scsi spells it
     with _ParseErrors() as not_understood:
         given = fencing.process_input(DEVICE_OPT)
     try:
@@ -118,6 +198,7 @@ def run(stdin: str | None = None) -> None:
     options["device_opt"] = [o for o in options["device_opt"] if o != "separator"] + [
         "separator"]
     fencing.show_docs(options, DOCS)
+    _say_compat(given, options["--action"])
     if options.get("--logfile"):
         try:
             log = open(options["--logfile"], "a")  # noqa: SIM115 - lives as long as the process

@@ -55,7 +55,7 @@ def _node_keys(options: dict[str, str],
     path = options.get("--corosync-cmap-path", "/usr/sbin/corosync-cmapctl")
     cluster = load_cluster_info(lambda: run_cmapctl(path, timeout=deadline.timeout_s()))
     # fencing.py upper-cases the value of every option that has "choices".
-    scheme = KeyScheme(options.get("--key_value", "nodeid").lower())
+    scheme = KeyScheme(options.get("--key-value", "nodeid").lower())
     keys = {n.name: derive_key(scheme, cluster, n.name) for n in cluster.nodes if n.name}
     local = cluster.local()
     return keys, local.name if local else None
@@ -107,7 +107,7 @@ def make_plan(options: dict[str, str], deadline: Deadline) -> Plan:
         raise Refused("reservation_type must be 1..6 (pr.h numbering)") from None
     specs = [d.strip() for d in options.get("--devices", "").split(",") if d.strip()]
     if not specs:
-        specs = shared_vg_devices(deadline.timeout_s())
+        specs = shared_vg_devices(options.get("--vgs-path", "/sbin/vgs"), deadline.timeout_s())
     if not specs:
         raise Refused("no devices: set devices=, or use shared LVM volume groups")
     return Plan(action, resolve_all(specs, deadline), keys, local, target, target_key,

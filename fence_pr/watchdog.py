@@ -40,7 +40,8 @@ def parse_config(text: str) -> dict[str, str]:
             continue
         key, _, value = line.partition("=")
         options["--" + key.strip().replace("-", "_")] = value.strip().strip("\"'")
-    for name in ("corosync_cmap_path", "power_timeout"):  # fencing.py's long option names
+    # fencing.py's long option names, as the agent reads them
+    for name in ("corosync_cmap_path", "power_timeout", "key_value", "vgs_path"):
         if f"--{name}" in options:
             options["--" + name.replace("_", "-")] = options.pop(f"--{name}")
     return options

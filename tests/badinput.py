@@ -103,8 +103,8 @@ def cases(draw: st.DrawFn, bad_devices: list[str], good_devices: list[str],
         return Case([], text, action)
     argv: list[bytes] = []
     for k, v in pairs:
-        flag = b"--" + k.replace(b"_", b"-") if k in (b"power_timeout", b"corosync_cmap_path") \
-            else b"--" + k
+        dashed = (b"power_timeout", b"corosync_cmap_path", b"key_value")  # fencing.py's spelling
+        flag = b"--" + k.replace(b"_", b"-") if k in dashed else b"--" + k
         if k == b"action":
             flag = b"-o"
         flag = flag.replace(b"\x00", b"")

@@ -6,10 +6,11 @@ from __future__ import annotations
 from .tools import run_tool
 
 
-def shared_vg_devices(timeout: float) -> list[str]:
-    """Devices of shared LVM volume groups (clvm or lvmlockd), as fence_scsi finds them."""
+def shared_vg_devices(vgs: str, timeout: float) -> list[str]:
+    """Devices of shared LVM volume groups (clvm or lvmlockd), as fence_scsi finds them;
+    `vgs` is the program (fence_scsi's vgs_path)."""
     try:
-        out = run_tool(["vgs", "--noheadings", "--separator", ":", "-o",
+        out = run_tool([vgs, "--noheadings", "--separator", ":", "-o",
                         "vg_attr,vg_lock_type,pv_name"], timeout=timeout,
                        hint="name the devices in devices= instead").stdout
     except OSError:

@@ -41,7 +41,7 @@ def test_nodeid_keys_follow_node_ids_not_positions(cmapctl: str) -> None:
 
 
 def test_fence_scsi_id_scheme_uses_positions(cmapctl: str) -> None:
-    keys, _ = _node_keys({"--corosync-cmap-path": cmapctl, "--key_value": "id"}, Deadline(10))
+    keys, _ = _node_keys({"--corosync-cmap-path": cmapctl, "--key-value": "id"}, Deadline(10))
     assert keys == {"alpha": fence_scsi_key("hacluster", 0), "beta": fence_scsi_key("hacluster", 1)}
 
 
@@ -82,7 +82,7 @@ def test_collision_is_named() -> None:
 def test_key_value_as_fencing_py_leaves_it(cmapctl: str, value: str) -> None:
     """fencing.py's check_input upper-cases every option that has "choices" (as under
     pacemaker-fenced, where key_value gets its default): the scheme must still be found."""
-    keys, _ = _node_keys({"--corosync-cmap-path": cmapctl, "--key_value": value},
+    keys, _ = _node_keys({"--corosync-cmap-path": cmapctl, "--key-value": value},
                          Deadline(10))
     assert keys == _node_keys({"--corosync-cmap-path": cmapctl,
-                               "--key_value": value.lower()}, Deadline(10))[0]
+                               "--key-value": value.lower()}, Deadline(10))[0]

@@ -204,7 +204,7 @@ def test_fence_scsi_keys_interoperate(clean_iscsi, scheme: str) -> None:  # type
 
     def pr(action: str, local: str, target: str, devs: list[str]) -> Result:
         return run(AGENT, "-o", action, "-n", target, "--devices", ",".join(devs),
-                   "--key_value", scheme, "--corosync-cmap-path", cmap, "--local_node", local)
+                   "--key-value", scheme, "--corosync-cmap-path", cmap, "--local_node", local)
 
     try:
         # fence_scsi's `on` writes its key file; the last writer wins, so node2 goes first.

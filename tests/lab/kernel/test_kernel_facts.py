@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -60,6 +61,30 @@ def test_scsi_registration_is_per_path_and_read_keys_lists_duplicates(clean_lio)
             assert _ioctl.call(fd, prh.IOC_PR_READ_KEYS, buf) == 0
             out = prh.pr_read_keys.from_buffer(buf)
             assert out.num_keys == 2 and arr[0] == K1
+
+
+def ptpl_active(dev: str) -> int:
+    """PTPL_A of REPORT CAPABILITIES: did the last REGISTER ask the target to keep the
+    registrations through power loss (APTPL)?"""
+    out = subprocess.run(["sg_persist", "-n", "--in", "--report-capabilities", dev],
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"\(PTPL_A\):\s*(\d)", out)
+    assert m, f"no PTPL_A in sg_persist's answer:\n{out}"
+    return int(m.group(1))
+
+
+def test_sd_sets_aptpl_on_every_register(clean_lio) -> None:  # type: ignore[no-untyped-def]
+    """Linux's sd sends every pr.h REGISTER with APTPL=1, so fence_scsi's `aptpl` option has
+    nothing left to choose: a REGISTER without it (sg_persist, no -Z) leaves PTPL_A at 0, the
+    next one through pr.h sets it."""
+    p0, p1 = clean_lio.luns[0].node_paths(1)
+    subprocess.run(["sg_persist", "-n", "--out", "--register-ignore", f"--param-sark=0x{K1:x}",
+                    p0.dev], capture_output=True, check=True)
+    assert ptpl_active(p0.dev) == 0, "sg_persist without -Z asked for APTPL"
+    with opened(p1.dev) as fd:
+        prh.register(fd, 0, K1, device=p1.dev)
+    assert ptpl_active(p0.dev) == 1, "a pr.h REGISTER did not set APTPL"
+    assert scsi_keys(p0.dev) == [K1, K1]
 
 
 def test_dm_register_rollback_with_a_dead_path(clean_lio) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,93 @@
+"""A fence_scsi cluster moves to fence_pr by changing the agent and nothing else.
+
+The two-node lab cluster starts with a fence_scsi stonith resource carrying every option
+Debian 12's fence_scsi declares, as pcs writes them into the CIB; fence_scsi unfences both
+nodes.  Then only the resource's type changes to fence_pr (fence_scsi is moved out of the
+nodes' /usr/sbin, so nothing can fall back to it): the keys stay as they are (no node has
+to unfence again: key_value=id gives fence_scsi's own keys), and node1 fences node2 with
+fence_pr.  `make peers` runs it (marker `extra`), CI does not: a second cluster start.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fence_pr.keys import fence_scsi_key
+
+from ..fixtures.cluster import CLUSTER_NAME, Cluster
+from ..fixtures.scenario import START_TIMEOUT, reset_luns
+from ..fixtures.topology import scsi_keys
+
+pytestmark = pytest.mark.extra
+
+# fence_scsi key_value=id: the node's position in corosync's node list.
+KEY = {"node1": fence_scsi_key(CLUSTER_NAME, 0), "node2": fence_scsi_key(CLUSTER_NAME, 1)}
+# Every option of fence_scsi's own (fencing.py's generic ones aside), set as an admin would.
+SCSI_RESOURCE = {
+    "key_value": "id", "aptpl": "1", "readonly": "1", "suppress_errors": "1",
+    "logfile": "/var/log/pacemaker/fence-agent.log",
+    "corosync_cmap_path": "/usr/sbin/corosync-cmapctl", "sg_persist_path": "/usr/bin/sg_persist",
+    "sg_turs_path": "/usr/bin/sg_turs", "vgs_path": "/sbin/vgs", "delay": "0",
+}
+# Set per operation (by Pacemaker or an admin by hand), or fencing.py's own for every agent.
+NOT_FENCE_SCSIS = {"action", "plug", "key", "help", "version", "verbose", "verbose_level",
+                   "debug_file", "quiet", "plug_separator", "disable_timeout", "login_timeout",
+                   "power_timeout", "power_wait", "shell_timeout", "stonith_status_sleep",
+                   "retry_on"}
+
+
+def fence_scsi_options() -> set[str]:
+    out = subprocess.run(["fence_scsi", "-o", "metadata"], capture_output=True, text=True,
+                         check=True).stdout
+    return {p.attrib["name"] for p in ET.fromstring(out).iter("parameter")
+            if not p.attrib.get("deprecated")}
+
+
+@pytest.fixture(scope="module")
+def scsi_cluster(lio) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
+    reset_luns(lio)
+    luns = lio.luns[:2]
+    links = {f"node{n}": {f"lun{lun.index}": lio.maps[n][lun.index] for lun in luns}
+             for n in (1, 2)}
+    c = Cluster(Path("/tmp/fence_pr-migration"), links, stonith_params=SCSI_RESOURCE,
+                agent_type="fence_scsi")
+    c.luns = luns  # type: ignore[attr-defined]
+    try:
+        with c.running():
+            yield c
+    finally:
+        reset_luns(lio)
+
+
+def registered(c: Cluster, node: str) -> list[int]:
+    """Paths holding `node`'s key, per LUN, as the target says."""
+    return [scsi_keys(lun.paths[(1, 0)].dev).count(KEY[node]) for lun in c.luns]  # type: ignore[attr-defined]
+
+
+def test_the_resource_sets_every_option_fence_scsi_has() -> None:
+    missing = fence_scsi_options() - set(SCSI_RESOURCE) - NOT_FENCE_SCSIS
+    assert not missing, f"fence_scsi options the migrated resource does not set: {missing}"
+
+
+def test_fence_scsi_unfences_then_fence_pr_fences_with_the_same_keys(
+        scsi_cluster: Cluster) -> None:
+    c = scsi_cluster
+    full = [2, 2]  # two paths per LUN for each node
+    for node in ("node1", "node2"):
+        c.wait(lambda node=node: registered(c, node) == full,
+               f"fence_scsi to unfence {node}: key {KEY[node]:#x} on every path "
+               f"(now {registered(c, node)})", START_TIMEOUT)
+    c.switch_agent("fence_pr")
+    for n in c.nodes:  # nothing can fall back to fence_scsi from here on
+        n.sh("mv /usr/sbin/fence_scsi /usr/sbin/fence_scsi.migrated")
+    assert registered(c, "node1") == full and registered(c, "node2") == full, (
+        "the keys moved when only the agent changed")
+    r = c["node1"].fence("node2")
+    assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{c.diagnostics()}"
+    assert registered(c, "node2") == [0, 0], "node2's key survived fence_pr's off"
+    assert registered(c, "node1") == full
