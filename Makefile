@@ -8,7 +8,7 @@ SYSTEM_PACKAGES := qemu-system-x86 busybox-static cpio kmod file gzip xz-utils i
 	corosync pacemaker pacemaker-cli-utils pcs crmsh
 # The Debian package build (packaging/build-deb) and the RPM spec check (rpmspec -P).
 SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
-	python3-tenacity rpm
+	python3-tenacity rpm lintian
 LAB_KERNELS ?= 7.3 6.12
 
 .PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package reliability \

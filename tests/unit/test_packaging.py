@@ -29,6 +29,7 @@ PAYLOAD = {
     "/usr/share/fence_pr/fence_pr.xml": "the metadata",
     "/usr/share/fence_pr/fence_pr.usage": "the help text (-h)",
     "/usr/share/man/man8/fence_pr.8": "the man page, rendered from the metadata",
+    "/usr/share/man/man8/fence_pr_check.8": "the watchdog check's man page",
     "/usr/lib/tmpfiles.d/fence-pr.conf": "the node lock's directory (fence_pr/host/lock.py)",
 }
 
@@ -93,6 +94,15 @@ def test_deb_installs_every_module_in_dist_packages(deb: Deb) -> None:
     modules = sorted(p.name for p in (ROOT / "fence_pr").glob("*.py"))
     assert modules and all(site + m in deb.files for m in modules), sorted(
         m for m in modules if site + m not in deb.files)
+
+
+def test_deb_is_lintian_clean(deb: Deb) -> None:
+    """Every tag lintian knows, pedantic and info included: none is left to justify."""
+    lintian = _need("lintian", "lintian")
+    r = subprocess.run([lintian, "--pedantic", "--info", "--fail-on", "error,warning,info,"
+                        "pedantic", str(deb.path)], capture_output=True, text=True, timeout=600)
+    tags = [line for line in r.stdout.splitlines() if re.match(r"^[EWIPXO]: ", line)]
+    assert r.returncode == 0 and not tags, r.stdout + r.stderr
 
 
 def test_deb_control(deb: Deb) -> None:
