@@ -8,10 +8,10 @@ SYSTEM_PACKAGES := qemu-system-x86 busybox-static cpio kmod file gzip xz-utils i
 	corosync pacemaker pacemaker-cli-utils pcs crmsh
 # The Debian package build (packaging/build-deb) and the RPM spec check (rpmspec -P).
 SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
-	python3-tenacity rpm lintian
+	python3-tenacity rpm lintian mmdebstrap
 LAB_KERNELS ?= 7.3 6.12
 
-.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package reliability \
+.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability \
 	peers 	clean
 
 setup: packages venv kernels
@@ -74,6 +74,11 @@ reliability: setup
 peers: setup
 	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/cluster/test_peers.py \
 		tests/lab/cluster/test_migration.py
+
+# The .deb installed with apt into clean Debian 12 and 13 roots, and asked there what
+# Pacemaker, pcs and an admin ask (metadata, man, pcs stonith describe, stonith_admin -M).
+package-check: packages
+	packaging/check-install bookworm trixie
 
 # The .deb in build/deb (`make unit` builds and checks one in a temporary directory).
 package: packages
