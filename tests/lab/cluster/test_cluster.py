@@ -20,7 +20,7 @@ from fence_pr.keys import corosync_key
 
 from ..fixtures.cluster import CLUSTER_NAME, LINK_DIR, PROJECT, STONITH_ID, Cluster, ClusterNode
 from ..fixtures.io import write_block
-from ..fixtures.scenario import START_TIMEOUT, reset_luns
+from ..fixtures.scenario import START_TIMEOUT, two_node_cluster
 from ..fixtures.topology import scsi_keys
 
 KERNEL = os.environ.get("LAB_KERNEL", "?")
@@ -41,18 +41,9 @@ def record(capsys: pytest.CaptureFixture[str], name: str, seconds: float) -> Non
 
 @pytest.fixture(scope="module")
 def cl(lio):  # type: ignore[no-untyped-def]
-    """The session's LUNs (clean), a two-node cluster over them, started."""
-    reset_luns(lio)
-    luns = lio.luns[:2]  # two: the arbiter, and one done after it
-    links = {f"node{n}": {f"lun{lun.index}": lio.maps[n][lun.index] for lun in luns}
-             for n in (1, 2)}
-    c = Cluster(Path("/tmp/fence_pr-cluster"), links)
-    c.luns = luns  # type: ignore[attr-defined]
-    try:
-        with c.running():
-            yield c
-    finally:
-        reset_luns(lio)
+    """The session's LUNs (clean), a two-node cluster over two of them, started."""
+    with two_node_cluster(lio, "/tmp/fence_pr-cluster") as c:
+        yield c
 
 
 # --- the storage's view ----------------------------------------------------------------------

@@ -13,14 +13,13 @@ from __future__ import annotations
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from fence_pr.keys import fence_scsi_key
 
 from ..fixtures.cluster import CLUSTER_NAME, Cluster
-from ..fixtures.scenario import START_TIMEOUT, reset_luns
+from ..fixtures.scenario import START_TIMEOUT, two_node_cluster
 from ..fixtures.topology import scsi_keys
 
 pytestmark = pytest.mark.extra
@@ -50,18 +49,9 @@ def fence_scsi_options() -> set[str]:
 
 @pytest.fixture(scope="module")
 def scsi_cluster(lio) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
-    reset_luns(lio)
-    luns = lio.luns[:2]
-    links = {f"node{n}": {f"lun{lun.index}": lio.maps[n][lun.index] for lun in luns}
-             for n in (1, 2)}
-    c = Cluster(Path("/tmp/fence_pr-migration"), links, stonith_params=SCSI_RESOURCE,
-                agent_type="fence_scsi")
-    c.luns = luns  # type: ignore[attr-defined]
-    try:
-        with c.running():
-            yield c
-    finally:
-        reset_luns(lio)
+    with two_node_cluster(lio, "/tmp/fence_pr-migration", stonith_params=SCSI_RESOURCE,
+                          agent_type="fence_scsi") as c:
+        yield c
 
 
 def registered(c: Cluster, node: str) -> list[int]:
