@@ -110,7 +110,7 @@ def restart(c: Cluster, name: str) -> float:
     t0 = time.monotonic()
     n.start()
     c.wait(lambda: both_online(c), f"{name} back online in both views", START_TIMEOUT)
-    c.wait_fencers()
+    c.wait_fencer(n)
     wait_unfenced(c, name, ons)
     return time.monotonic() - t0
 

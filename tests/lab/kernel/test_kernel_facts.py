@@ -73,8 +73,6 @@ def ptpl_active(dev: str) -> int:
     return int(m.group(1))
 
 
-# Not yet run in the lab: outside CI (marker extra) until it has been.
-@pytest.mark.extra
 def test_sd_sets_aptpl_on_every_register(clean_lio) -> None:  # type: ignore[no-untyped-def]
     """Linux's sd sends every pr.h REGISTER with APTPL=1, so fence_scsi's `aptpl` option has
     nothing left to choose: a REGISTER without it (sg_persist, no -Z) leaves PTPL_A at 0, the
