@@ -276,9 +276,25 @@ def resolve_all(specs: list[str], deadline: Deadline) -> list[Storage]:
     lookups = _Lookups(pyudev.Context(), deadline)
     out: dict[str, Storage] = {}
     for spec in specs:
-        s = resolve(spec, lookups)
-        if s.wwid in out:
-            raise DeviceRefused(f"{spec} and {out[s.wwid].node} are the same device "
-                                f"(WWID {s.wwid}); name it once")
-        out[s.wwid] = s
+        add_storage(out, spec, resolve(spec, lookups))
     return [out[w] for w in sorted(out)]
+
+
+def add_storage(out: dict[str, Storage], spec: str, s: Storage) -> None:
+    """Add `s` (resolved from `spec`) to `out`, by WWID.
+
+    Several raw SCSI paths of one LU are one LU fenced through each of them: fence_scsi's
+    `devices` lists them so (one /dev/sdX per path), and such a list must carry over.  Any
+    other second naming (the same path again, a map and one of its paths, an NVMe
+    namespace twice) is a mistake in the list and refused."""
+    prev = out.get(s.wwid)
+    if prev is None:
+        out[s.wwid] = s
+        return
+    seen = {p.node for p in prev.paths}
+    if (prev.kind is Kind.SCSI_DISK and s.kind is Kind.SCSI_DISK
+            and not seen & {p.node for p in s.paths}):
+        out[s.wwid] = dataclasses.replace(prev, paths=prev.paths + s.paths)
+        return
+    raise DeviceRefused(f"{spec} and {prev.node} are the same device (WWID {s.wwid}); "
+                        "name it once")
