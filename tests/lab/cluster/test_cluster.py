@@ -85,18 +85,12 @@ def both_online(c: Cluster) -> bool:
 FENCING = ("off", "reboot")  # Pacemaker asks for reboot; fence_pr has no reboot: off runs
 
 
-def fence_events(n: ClusterNode, target: str, actions: tuple[str, ...]) -> list[str]:
-    """completed timestamps of successful `actions` against `target`, as `n` knows them."""
-    return [e.completed or "?" for e in n.fence_history(target)
-            if e.status == "success" and e.action in actions]
-
-
 def wait_unfenced(c: Cluster, node: str, ons_before: int) -> None:
     full = [paths_per_lun(c)] * len(c.luns)  # type: ignore[attr-defined]
     c.wait(lambda: registered(c, node) == full,
            f"{node}'s key {KEY[node]:#x} on every path of every LUN (now {registered(c, node)})",
            START_TIMEOUT)
-    c.wait(lambda: len(fence_events(c["node1"], node, ("on",))) > ons_before,
+    c.wait(lambda: len(c["node1"].fence_successes(node, ("on",))) > ons_before,
            f"a successful unfencing ('on') of {node} in node1's fence history", 60)
 
 
@@ -104,7 +98,7 @@ def restart(c: Cluster, name: str) -> float:
     """Stop whatever runs of `name`, start corosync and Pacemaker again, wait until it is
     online and unfenced; returns the seconds from start to unfenced."""
     n = c[name]
-    ons = len(fence_events(c["node1"], name, ("on",)))
+    ons = len(c["node1"].fence_successes(name, ("on",)))
     n.kill_daemons()
     c.wait(lambda: c["node1"].online() == {"node1"}, f"node1 to see {name} gone", 120)
     t0 = time.monotonic()
@@ -138,13 +132,13 @@ def test_nodes_unfence_themselves_when_the_cluster_starts(cl, capsys) -> None:  
 
 def test_stonith_admin_fences_node2(cl, capsys) -> None:  # type: ignore[no-untyped-def]
     n1, n2 = cl["node1"], cl["node2"]
-    offs = len(fence_events(n1, "node2", FENCING))
+    offs = len(n1.fence_successes("node2", FENCING))
     t0 = time.monotonic()
     r = n1.fence("node2")
     took = time.monotonic() - t0
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{cl.diagnostics()}"
     record(capsys, "stonith_admin --fence node2 (request to completion)", took)
-    cl.wait(lambda: len(fence_events(n1, "node2", FENCING)) > offs,
+    cl.wait(lambda: len(n1.fence_successes("node2", FENCING)) > offs,
             "the fencing of node2 in node1's history", 60)
     events = [e for e in n1.fence_history("node2")
               if e.action in FENCING and e.status == "success"]
@@ -168,11 +162,11 @@ def test_node2_restarted_unfences_itself_and_writes(cl, capsys) -> None:  # type
 
 def test_node2_killed_is_fenced_by_node1(cl, capsys) -> None:  # type: ignore[no-untyped-def]
     n1, n2 = cl["node1"], cl["node2"]
-    offs = len(fence_events(n1, "node2", FENCING))
+    offs = len(n1.fence_successes("node2", FENCING))
     t0 = time.monotonic()
     killed = n2.kill_daemons()
     assert killed, "node2 had no processes to kill"
-    cl.wait(lambda: len(fence_events(n1, "node2", FENCING)) > offs,
+    cl.wait(lambda: len(n1.fence_successes("node2", FENCING)) > offs,
             "node1 to fence node2 on its own after node2's corosync and Pacemaker died",
             FENCE_TIMEOUT)
     record(capsys, "node2 killed to node2 fenced (seen in node1's history)",

@@ -3,15 +3,17 @@
 The two-node lab cluster starts with a fence_scsi stonith resource carrying every option
 Debian 12's fence_scsi declares, as pcs writes them into the CIB; fence_scsi unfences both
 nodes.  Then only the resource's type changes to fence_pr (fence_scsi is moved out of the
-nodes' /usr/sbin, so nothing can fall back to it): the keys stay as they are (no node has
-to unfence again: key_value=id gives fence_scsi's own keys), and node1 fences node2 with
-fence_pr.  The devices are each node's raw SCSI paths, as fence_scsi's man page asks (it
-knows nothing of multipath; through the lab's dm maps its sg_persist gets EIO, measured).
+nodes' /usr/sbin, so nothing can fall back to it).  The keys stay as they are (key_value=id
+gives fence_scsi's own keys); Pacemaker unfences again after the change, and fence_pr's `on`
+keeps the keys and the reservation; node1 fences node2 with fence_pr.  The devices are each
+node's raw SCSI paths: fence_scsi registers a map's paths itself but reads the keys through
+the map with sg_persist, which answers EIO through the lab's hand-made maps (measured).
 `make peers` runs it (marker `extra`), CI does not: a second cluster start.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -63,6 +65,16 @@ def registered(c: Cluster, node: str) -> list[int]:
     return [scsi_keys(lun.paths[(1, 0)].dev).count(KEY[node]) for lun in c.luns]  # type: ignore[attr-defined]
 
 
+def reservation_key(c: Cluster) -> int:
+    """The key holding LUN 0's reservation, as the target says."""
+    out = subprocess.run(["sg_persist", "-n", "--in", "--read-reservation",
+                          c.luns[0].paths[(1, 0)].dev],  # type: ignore[attr-defined]
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Key=0x([0-9a-f]+)", out)
+    assert m, f"no reservation on LUN 0: {out}"
+    return int(m.group(1), 16)
+
+
 def test_the_resource_sets_every_option_fence_scsi_has() -> None:
     missing = (fence_scsi_options() - set(SCSI_RESOURCE) - SET_BY_THE_CLUSTER
                - NOT_FENCE_SCSIS)
@@ -79,13 +91,21 @@ def test_fence_scsi_unfences_then_fence_pr_fences_with_the_same_keys(
     # fence_scsi skips a path when the LU's reservation is already its own (register_dev):
     # the holder ends up registered on its first path only, the other node on each.
     before = {node: registered(c, node) for node in ("node1", "node2")}
-    print(f"paths holding each key after fence_scsi's on: {before}")
+    holder = reservation_key(c)
+    print(f"paths holding each key after fence_scsi's on: {before}; reservation {holder:#x}")
+    ons = {node: len(c["node1"].fence_successes(node, ("on",))) for node in before}
     c.switch_agent("fence_pr")
     for n in c.nodes:  # nothing can fall back to fence_scsi from here on
         n.sh("mv /usr/sbin/fence_scsi /usr/sbin/fence_scsi.migrated")
-    assert {node: registered(c, node) for node in before} == before, (
-        "the keys moved when only the agent changed")
+    # A changed device that provides unfencing is unfenced again by Pacemaker: fence_pr's
+    # `on` keeps each key and the reservation, and registers the paths fence_scsi skipped.
+    for node in before:
+        c.wait(lambda node=node: len(c["node1"].fence_successes(node, ("on",))) > ons[node],
+               f"Pacemaker's unfencing of {node} with fence_pr", START_TIMEOUT)
+    assert registered(c, "node1") == registered(c, "node2") == [2, 2], (
+        {node: registered(c, node) for node in before})
+    assert reservation_key(c) == holder, "the reservation moved when only the agent changed"
     r = c["node1"].fence("node2")
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{c.diagnostics()}"
     assert registered(c, "node2") == [0, 0], "node2's key survived fence_pr's off"
-    assert registered(c, "node1") == before["node1"]
+    assert registered(c, "node1") == [2, 2]
