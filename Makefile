@@ -66,6 +66,7 @@ bench-startup: setup
 # The full-size reliability runs (CI runs the same tests with small samples).
 reliability: setup
 	FENCE_PR_BAD_INPUTS=10000 $(PY) -m pytest -q tests/unit/test_bad_input.py
+	FENCE_PR_HELPER_FUZZ=10000 $(PY) -m pytest -q tests/unit/test_helper_server.py
 	FENCE_PR_RACES=200 FENCE_PR_LAB_BAD_INPUTS=1000 $(PY) -m tests.lab.runner.run --kernel 7.3 \
 		--extra tests/lab/faults/test_reliability.py tests/lab/agent/test_bad_input.py
 

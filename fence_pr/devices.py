@@ -248,7 +248,6 @@ class _Lookups:
 
 def resolve(spec: str, lookups: _Lookups) -> Storage:
     """Turn what the admin wrote (/dev/..., /dev/disk/by-id/..., or a WWID) into Storage."""
-    context = lookups.context
     if not spec.startswith("/"):
         dev = _by_wwid(spec, lookups.wwids())
         return _classify(dev, spec, lookups)
@@ -257,14 +256,28 @@ def resolve(spec: str, lookups: _Lookups) -> Storage:
         st = os.stat(real)
     except (OSError, RuntimeError) as e:
         raise DeviceRefused(f"{spec}: {getattr(e, 'strerror', None) or e}") from None
+    return _by_stat(st, spec, lookups)
+
+
+def _by_stat(st: os.stat_result, named: str, lookups: _Lookups) -> Storage:
     if not stat.S_ISBLK(st.st_mode):
-        raise DeviceRefused(f"{spec} is not a block device")
+        raise DeviceRefused(f"{named} is not a block device")
     try:
-        dev = pyudev.Devices.from_device_number(context, "block", st.st_rdev)
+        dev = pyudev.Devices.from_device_number(lookups.context, "block", st.st_rdev)
     except pyudev.DeviceNotFoundByNumberError:
-        raise DeviceRefused(f"{spec}: the kernel has no block device {os.major(st.st_rdev)}:"
+        raise DeviceRefused(f"{named}: the kernel has no block device {os.major(st.st_rdev)}:"
                             f"{os.minor(st.st_rdev)}") from None
-    return _classify(dev, spec, lookups)
+    return _classify(dev, named, lookups)
+
+
+def resolve_fd(fd: int, deadline: Deadline) -> Storage:
+    """The LU behind an open descriptor (QEMU hands the helper one per command): by its
+    device number, so no name is looked up that could since point elsewhere."""
+    try:
+        st = os.fstat(fd)
+    except OSError as e:
+        raise DeviceRefused(f"descriptor {fd}: {e.strerror}") from None
+    return _by_stat(st, f"descriptor {fd}", _Lookups(pyudev.Context(), deadline))
 
 
 def resolve_all(specs: list[str], deadline: Deadline) -> list[Storage]:

@@ -128,36 +128,86 @@ def expected_count(storage: Storage, registered_paths: int) -> int:
     return registered_paths if storage.per_path_registration else min(1, registered_paths)
 
 
-def _register_path(path: DevicePath, key: Key) -> DevicePath:
-    # IGNORE_KEY replaces whatever this nexus/host held; with old_key == key NVMe does the
-    # same (old_key 0 + IGNORE_KEY is a plain Register there and conflicts).
-    _on_path(path, lambda fd: prh.register(fd, key, key, ignore_key=True, device=path.node),
-             write=True)
-    return path
+def register_paths(storage: Storage, old_key: Key, new_key: Key, deadline: Deadline, *,
+                   ignore: bool) -> tuple[list[DevicePath], list[str]]:
+    """REGISTER on every path of a SCSI LU (each path is its own I_T nexus), on one path of
+    an NVMe namespace (the registration is the host's).  Returns the paths registered and
+    one line per path left out; raises only when no path was registered.
+
+    Paths dm marked failed are tried too: PR commands go to the sd device itself, and a
+    path failed by a unit attention (which every PR change raises) is often fine.  A
+    conflict on some paths (registered differently before) leaves those paths out.
+    """
+    def on(path: DevicePath) -> DevicePath:
+        _on_path(path, lambda fd: prh.register(fd, old_key, new_key, ignore_key=ignore,
+                                               device=path.node), write=True)
+        return path
+
+    done: list[DevicePath] = []
+    degraded: list[str] = []
+    failures: list[PrError] = []
+    if storage.per_path_registration:
+        for path in storage.paths_by_rank():
+            try:
+                done.append(call_with_retry(deadline, functools.partial(on, path),
+                                            attempts=3 if path.disk_running else 1))
+            except (TransientError, ReservationConflict) as e:
+                note = f" ({path.why_not})" if path.why_not else ""
+                degraded.append(f"{path.node}: {e}{note}")
+                failures.append(e)
+    else:
+        try:
+            done.append(_first_path(storage, deadline, on))
+        except TransientError as e:
+            degraded.append(f"{storage.node}: {e}")
+            failures.append(e)
+    if not done:
+        # A conflict says more than a dead path: the caller's key is not what it thought.
+        raise next((e for e in failures if isinstance(e, ReservationConflict)), failures[0])
+    return done, degraded
+
+
+def on_first_path(storage: Storage, deadline: Deadline,
+                  command: Callable[[int, DevicePath], object]) -> None:
+    """Send one PR "out" command that acts on the whole LU (RESERVE, RELEASE, CLEAR,
+    PREEMPT) through the first path that takes it: a path device, never the map, so
+    dm-multipath's own PR code (which drops the abort of PREEMPT AND ABORT) is not in the
+    way."""
+    def send(path: DevicePath) -> None:
+        _on_path(path, lambda fd: command(fd, path), write=True)
+    _first_path(storage, deadline, send)
+
+
+def reserve(storage: Storage, key: Key, pr_type: PrType, deadline: Deadline) -> None:
+    on_first_path(storage, deadline,
+                  lambda fd, p: prh.reserve(fd, key, pr_type, device=p.node))
+
+
+def release(storage: Storage, key: Key, pr_type: PrType, deadline: Deadline) -> None:
+    on_first_path(storage, deadline,
+                  lambda fd, p: prh.release(fd, key, pr_type, device=p.node))
+
+
+def clear(storage: Storage, key: Key, deadline: Deadline) -> None:
+    on_first_path(storage, deadline, lambda fd, p: prh.clear(fd, key, device=p.node))
+
+
+def preempt(storage: Storage, key: Key, victim: Key, pr_type: PrType, deadline: Deadline, *,
+            abort: bool) -> None:
+    """PREEMPT (AND ABORT) on a path.  LIO's tcm_loop wedges on PREEMPT AND ABORT: plain
+    PREEMPT on its paths (docs/kernel-behaviour.md)."""
+    on_first_path(storage, deadline, lambda fd, p: prh.preempt(
+        fd, key, victim, pr_type, abort=abort and not p.abort_unsafe, device=p.node))
 
 
 def register(storage: Storage, key: Key, pr_type: PrType, deadline: Deadline) -> DeviceReport:
     """Unfence: register `key` on every path, reserve if nobody holds a reservation."""
-    done: list[DevicePath] = []
-    degraded: list[str] = []
-    if storage.per_path_registration:
-        # Paths dm marked failed are tried too: PR commands go to the sd device itself, and
-        # a path failed by a unit attention (which every PR change raises) is often fine.
-        for path in storage.paths_by_rank():
-            try:
-                done.append(call_with_retry(deadline, functools.partial(_register_path, path, key),
-                                            attempts=3 if path.disk_running else 1))
-            except TransientError as e:
-                note = f" ({path.why_not})" if path.why_not else ""
-                degraded.append(f"{path.node}: {e}{note}")
-    else:  # NVMe: the registration is the host's, any one path will do
-        try:
-            done.append(_first_path(storage, deadline, lambda p: _register_path(p, key)))
-        except TransientError as e:
-            degraded.append(f"{storage.node}: {e}")
-    if not done:
-        return DeviceReport(storage, False, "no path could be registered: " + "; ".join(degraded),
-                            degraded)
+    try:
+        # IGNORE_KEY replaces whatever this nexus/host held; with old_key == key NVMe does
+        # the same (old_key 0 + IGNORE_KEY is a plain Register there and conflicts).
+        done, degraded = register_paths(storage, key, key, deadline, ignore=True)
+    except (TransientError, ReservationConflict) as e:
+        return DeviceReport(storage, False, f"no path could be registered: {e}", [str(e)])
     reserved = reservation_of(storage, deadline).held
     if not reserved:
         try:
@@ -213,14 +263,9 @@ def fence(storage: Storage, my_key: Key, victim: Key, pr_type: PrType,
     node that was itself fenced refuses, a victim already gone is fine unless a key that
     `known` (every node's key in this configuration) does not hold is registered.
     """
-    def preempt(path: DevicePath) -> None:
-        # LIO's tcm_loop wedges on PREEMPT AND ABORT: plain PREEMPT there.
-        _on_path(path, lambda fd: prh.preempt(fd, my_key, victim, pr_type,
-                                              abort=not path.abort_unsafe,
-                                              device=path.node), write=True)
     keys: list[Key] | None = None
     try:
-        _first_path(storage, deadline, preempt)
+        preempt(storage, my_key, victim, pr_type, deadline, abort=True)
     except ReservationConflict:
         keys = keys_of(storage, deadline).keys
         if victim not in keys:
@@ -241,10 +286,7 @@ def fence(storage: Storage, my_key: Key, victim: Key, pr_type: PrType,
         return DeviceReport(storage, False, f"key {victim} still registered after "
                             "PREEMPT AND ABORT", keys=keys)
     if not reservation_of(storage, deadline).held:
-        def reserve(path: DevicePath) -> None:
-            _on_path(path, lambda fd: prh.reserve(fd, my_key, pr_type, device=path.node),
-                     write=True)
-        _first_path(storage, deadline, reserve)
+        reserve(storage, my_key, pr_type, deadline)
     return DeviceReport(storage, True, f"key {victim} removed", keys=keys)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Generator
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         log = subprocess.run(["/usr/bin/dmesg"], capture_output=True, text=True)
         lines = (log.stdout or log.stderr).splitlines()
         report.sections.append(("guest kernel log (tail)", "\n".join(lines[-30:])))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A failure's traceback at once, not in the summary at the session's end: a lane the
+    runner kills at its guest limit never reaches that summary (round 1 of 2026-12-05 lost
+    test_cluster3's cause so)."""
+    if IN_LAB and report.failed:
+        print(f"\n[lab] {report.nodeid} {report.when} FAILED:\n{report.longreprtext}",
+              file=sys.stderr, flush=True)
 
 
 @pytest.fixture(scope="session")

@@ -15,10 +15,11 @@ LAYERS = [
     ["fence_pr", "fence_pr.pr"],  # the pr.h binding, its fallbacks, types, the error table
     ["fence_pr.host"],  # budget, the bound, the lock; corosync, dm, lvm, multipathd
     ["fence_pr.devices", "fence_pr.keys"],  # the device model, keys
-    ["fence_pr.policies", "fence_pr.engine"],  # the engine
+    ["fence_pr.policies", "fence_pr.engine", "fence_pr.lu"],  # the engine, its public API
     ["fence_pr.plan"],
     ["fence_pr.actions"],
-    ["fence_pr.docs", "fence_pr.fencing_agent", "fence_pr.agent", "fence_pr.watchdog"],
+    ["fence_pr.docs", "fence_pr.fencing_agent", "fence_pr.agent", "fence_pr.watchdog",
+     "fence_pr.helper"],
 ]
 
 

@@ -30,6 +30,8 @@ PAYLOAD = {
     "/usr/share/fence_pr/fence_pr.usage": "the help text (-h)",
     "/usr/share/man/man8/fence_pr.8": "the man page, rendered from the metadata",
     "/usr/share/man/man8/fence_pr_check.8": "the watchdog check's man page",
+    "/usr/bin/fence_pr_helper": "the QEMU helper, where qemu-pr-helper is",
+    "/usr/share/man/man8/fence_pr_helper.8": "the QEMU helper's man page",
     "/usr/lib/tmpfiles.d/fence-pr.conf": "the node lock's directory (fence_pr/host/lock.py)",
 }
 

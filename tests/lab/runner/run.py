@@ -26,7 +26,10 @@ def main() -> int:
     marks = "lab" + (" and not once" if a.skip_once else "") + ("" if a.extra else " and not extra")
     marks = f"'{marks}'"
     cmd = (f".venv/bin/python -m pytest -p no:cacheprovider -m {marks} -v --tb=short "
-           f"--durations=30 -o console_output_style=classic {args}")
+           f"--durations=30 -o console_output_style=classic "
+           # Where a test stands when it has run 10 min (no lab test takes half that under
+           # load): every thread's stack, so a hang is named before the guest limit kills it.
+           f"-o faulthandler_timeout=600 {args}")
     print(f"[lab] booting kernel {a.kernel}: {cmd}", flush=True)
     try:
         # FENCE_PR_* (e.g. make reliability's sample sizes) reach the guest's tests.
