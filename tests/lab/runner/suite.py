@@ -34,8 +34,29 @@ def lanes(kernels: list[str]) -> dict[str, list[list[str]]]:
     return {"A": [["--kernel", first, *LANE_A]], "B": b}
 
 
+class Failures:
+    """Each failed test of a lane with its first `E ` line, from the "[lab] <nodeid> <when>
+    FAILED:" block conftest prints at once: repeated after the lane times, so the end of
+    CI's output (all a CI log may keep) names every failure and its cause."""
+
+    def __init__(self, lane: str) -> None:
+        self.lane = lane
+        self.seen: list[str] = []
+        self._open: str | None = None
+
+    def feed(self, line: str) -> None:
+        if line.startswith("[lab] FAILED: "):  # run.py: the guest itself failed or hung
+            self.seen.append(f"[lab] lane {self.lane}: {line[14:].strip()}")
+        elif line.startswith("[lab] ") and line.rstrip().endswith(" FAILED:"):
+            self._open = line[6:].rstrip()[:-len(" FAILED:")]
+            self.seen.append(f"[lab] lane {self.lane}: {self._open} FAILED")
+        elif self._open and line.startswith("E "):
+            self.seen[-1] += f": {line[1:].strip()[:400]}"
+            self._open = None
+
+
 def run_lane(name: str, jobs: list[list[str]], results: dict[str, int],
-             times: list[str]) -> None:
+             times: list[str], failures: list[str]) -> None:
     rc = 0
     lane_start = time.monotonic()
     for job in jobs:
@@ -44,10 +65,13 @@ def run_lane(name: str, jobs: list[list[str]], results: dict[str, int],
                               f"--timeout={GUEST_LIMIT_S}", *job],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert p.stdout is not None
+        failed = Failures(f"{name}, kernel {job[1]}")
         for line in p.stdout:
+            failed.feed(line)
             sys.stdout.write(f"[{name}] {line}")
             sys.stdout.flush()
         job_rc = p.wait()
+        failures.extend(failed.seen)
         rc = rc or job_rc
         took = time.monotonic() - t0
         times.append(f"[lab] lane {name}, kernel {job[1]}: {took:.0f}s of its {GUEST_LIMIT_S}s "
@@ -62,14 +86,15 @@ def main() -> int:
     kernels = sys.argv[1:] or ["7.3", "6.12"]
     results: dict[str, int] = {}
     times: list[str] = []
+    failures: list[str] = []
     start = time.monotonic()
-    threads = [threading.Thread(target=run_lane, args=(n, jobs, results, times))
+    threads = [threading.Thread(target=run_lane, args=(n, jobs, results, times, failures))
                for n, jobs in lanes(kernels).items()]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    print("\n".join(sorted(times)), flush=True)
+    print("\n".join(sorted(times) + failures), flush=True)
     print(f"[lab] lanes {results}, wall {time.monotonic() - start:.0f}s", flush=True)
     return 0 if results and not any(results.values()) else 1
 
