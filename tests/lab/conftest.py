@@ -65,10 +65,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """A failure's traceback at once, not in the summary at the session's end: a lane the
     runner kills at its guest limit never reaches that summary (round 1 of 2026-12-05 lost
-    test_cluster3's cause so)."""
+    test_cluster3's cause so).  On stdout, which the runner streams as it comes; the
+    guest's stderr reaches the host only at the end, and only its tail."""
     if IN_LAB and report.failed:
         print(f"\n[lab] {report.nodeid} {report.when} FAILED:\n{report.longreprtext}",
-              file=sys.stderr, flush=True)
+              file=sys.stdout, flush=True)
 
 
 @pytest.fixture(scope="session")
