@@ -5,10 +5,8 @@ target's view is read with sg_persist on the path devices, not through the helpe
 Two "hosts": node 1's map of LUN 0 (guest A) and node 2's (guest B), each over its own two
 iSCSI sessions.  Real QEMU guests in front of the helper are issue 16's next step.
 
-Marked `extra` (out of CI) until it passes: its first lab run (7.3, 2026-12-06) found the
-capability check racing the helper's privilege drop (the socket exists before the drop) and
-REGISTER through the helper answered ILLEGAL REQUEST; run it with
-`python -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/agent/test_helper.py`."""
+The guest's devtmpfs leaves device nodes root-only; `group_access` gives the helper's group
+what the udev rule gives it."""
 
 from __future__ import annotations
 
@@ -16,15 +14,11 @@ import errno
 import os
 from pathlib import Path
 
-import pytest
-
 from fence_pr.helper import wire
 
 from ..fixtures.io import write_block
-from ..fixtures.prhelper import Client, running_helper
+from ..fixtures.prhelper import Client, group_access, running_helper
 from ..fixtures.topology import check_paths, scsi_full_status, scsi_keys
-
-pytestmark = pytest.mark.extra
 
 A, B = 0xA1A1, 0xB2B2
 # IOC_PR_READ_KEYS / READ_RESERVATION are 6.19+; before, reads fall back to SG_IO, which an
@@ -34,16 +28,23 @@ PR_READS = (_MAJOR, _MINOR) >= (6, 19)
 WE_RO = 5  # SPC type: Write Exclusive, Registrants Only
 
 
+def device_nodes(lab) -> list[str]:  # type: ignore[no-untyped-def]
+    """Every map and path device of the lab's nodes, for the helper's group."""
+    return [m for maps in lab.maps.values() for m in maps] + \
+        [p.dev for lun in lab.luns for p in lun.paths.values()]
+
+
 def test_guest_a_preempts_and_aborts_guest_b_through_the_helper(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
     lab = clean_iscsi
     lun = lab.luns[0]
     map_a, map_b = lab.maps[1][0], lab.maps[2][0]
     probe = lun.paths[(1, 0)].dev
-    with running_helper() as proc:
-        caps = Path(f"/proc/{proc.pid}/status").read_text()
-        assert "CapEff:\t0000000000000000" in caps and "Uid:\t65534" in caps, caps
+    with group_access(device_nodes(lab)), running_helper() as proc:
         a, b = Client(), Client()
         try:
+            # It serves only after dropping privilege: a finished handshake proves the drop.
+            caps = Path(f"/proc/{proc.pid}/status").read_text()
+            assert "CapEff:\t0000000000000000" in caps and "Uid:\t65534" in caps, caps
             assert a.out(map_a, wire.OutAction.REGISTER_AND_IGNORE, sa_key=A).status == 0
             assert a.out(map_a, wire.OutAction.RESERVE, key=A, scsi_type=WE_RO).status == 0
             assert b.out(map_b, wire.OutAction.REGISTER, sa_key=B).status == 0
@@ -88,7 +89,7 @@ def test_register_through_a_map_with_a_path_offline(clean_iscsi) -> None:  # typ
     lun = lab.luns[0]
     down = lun.paths[(1, 1)]
     probe = lun.paths[(2, 0)].dev
-    with running_helper() as proc:
+    with group_access(device_nodes(lab)), running_helper() as proc:
         c = Client()
         try:
             down.set_state("offline")
