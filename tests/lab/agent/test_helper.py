@@ -17,8 +17,8 @@ from pathlib import Path
 from fence_pr.helper import wire
 
 from ..fixtures.io import write_block
-from ..fixtures.prhelper import Client, group_access, running_helper
-from ..fixtures.topology import check_paths, scsi_full_status, scsi_keys
+from ..fixtures.prhelper import Client, running_helper
+from ..fixtures.topology import check_paths, group_access, scsi_full_status, scsi_keys
 
 A, B = 0xA1A1, 0xB2B2
 # IOC_PR_READ_KEYS / READ_RESERVATION are 6.19+; before, reads fall back to SG_IO, which an
@@ -39,7 +39,7 @@ def test_guest_a_preempts_and_aborts_guest_b_through_the_helper(clean_iscsi) -> 
     lun = lab.luns[0]
     map_a, map_b = lab.maps[1][0], lab.maps[2][0]
     probe = lun.paths[(1, 0)].dev
-    with group_access(device_nodes(lab)), running_helper() as proc:
+    with group_access(device_nodes(lab), "disk"), running_helper() as proc:
         a, b = Client(), Client()
         try:
             # It serves only after dropping privilege: a finished handshake proves the drop.
@@ -89,7 +89,7 @@ def test_register_through_a_map_with_a_path_offline(clean_iscsi) -> None:  # typ
     lun = lab.luns[0]
     down = lun.paths[(1, 1)]
     probe = lun.paths[(2, 0)].dev
-    with group_access(device_nodes(lab)), running_helper() as proc:
+    with group_access(device_nodes(lab), "disk"), running_helper() as proc:
         c = Client()
         try:
             down.set_state("offline")

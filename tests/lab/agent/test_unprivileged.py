@@ -20,7 +20,7 @@ import fence_pr
 
 from ..fixtures.agentrun import KEYS, NODE_KEYS, Node, Result
 from ..fixtures.scenario import kernel_at_least
-from ..fixtures.topology import check_paths, scsi_keys
+from ..fixtures.topology import check_paths, group_access, scsi_keys
 
 GROUP = "haclient"  # Pacemaker's group; packaging/udev/60-fence_pr.rules uses it too
 PR_H_READS = kernel_at_least(6, 19)  # IOC_PR_READ_KEYS / READ_RESERVATION
@@ -37,19 +37,11 @@ def unprivileged(clean_lio) -> Iterator[tuple[object, str]]:  # type: ignore[no-
         os.chmod(d, 0o755)
         for f in files:
             os.chmod(os.path.join(d, f), 0o644)
-    gid = grp.getgrnam(GROUP).gr_gid
-    nodes = [os.path.realpath(m) for m in clean_lio.maps[1]]
-    nodes += [lun.paths[(1, p)].dev for lun in clean_lio.luns for p in (0, 1)]
-    saved = {n: os.stat(n) for n in nodes}
-    for n in nodes:
-        os.chown(n, 0, gid)
-        os.chmod(n, 0o660)
+    nodes = clean_lio.maps[1] + [lun.paths[(1, p)].dev for lun in clean_lio.luns for p in (0, 1)]
     try:
-        yield clean_lio, root
+        with group_access(nodes, GROUP):
+            yield clean_lio, root
     finally:
-        for n, st in saved.items():
-            os.chown(n, st.st_uid, st.st_gid)
-            os.chmod(n, st.st_mode & 0o7777)
         shutil.rmtree(root)
 
 
