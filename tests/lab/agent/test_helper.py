@@ -18,13 +18,13 @@ from fence_pr.helper import wire
 
 from ..fixtures.io import write_block
 from ..fixtures.prhelper import Client, running_helper
+from ..fixtures.scenario import kernel_at_least
 from ..fixtures.topology import check_paths, group_access, scsi_full_status, scsi_keys
 
 A, B = 0xA1A1, 0xB2B2
 # IOC_PR_READ_KEYS / READ_RESERVATION are 6.19+; before, reads fall back to SG_IO, which an
 # unprivileged helper may not send: it answers ILLEGAL REQUEST (README, the helper).
-_MAJOR, _MINOR = (int(x) for x in os.uname().release.split(".")[:2])
-PR_READS = (_MAJOR, _MINOR) >= (6, 19)
+PR_READS = kernel_at_least(6, 19)
 WE_RO = 5  # SPC type: Write Exclusive, Registrants Only
 
 
