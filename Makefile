@@ -11,7 +11,7 @@ SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all pyth
 	python3-tenacity rpm lintian mmdebstrap
 LAB_KERNELS ?= 7.3 6.12
 
-.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability \
+.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability qemu-guests \
 	peers 	clean
 
 setup: packages venv kernels
@@ -75,6 +75,11 @@ reliability: setup
 peers: setup
 	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/cluster/test_peers.py \
 		tests/lab/cluster/test_migration.py
+
+# Real QEMU (scsi-block, pr-manager-helper) in front of fence_pr_helper: every scenario (CI
+# runs the first), and side by side with Debian's qemu-pr-helper (docs/helper.md).
+qemu-guests: setup
+	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/agent/test_qemu_guests.py
 
 # The .deb installed with apt into clean Debian 12 and 13 roots, and asked there what
 # Pacemaker, pcs and an admin ask (metadata, man, pcs stonith describe, stonith_admin -M).

@@ -3,7 +3,7 @@ them (fixtures/prhelper.py), the helper running as nobody:disk with no capabilit
 target's view is read with sg_persist on the path devices, not through the helper.
 
 Two "hosts": node 1's map of LUN 0 (guest A) and node 2's (guest B), each over its own two
-iSCSI sessions.  Real QEMU guests in front of the helper are issue 16's next step.
+iSCSI sessions.  Real QEMU in front of the helper: test_qemu_guests.py.
 
 The guest's devtmpfs leaves device nodes root-only; `group_access` gives the helper's group
 what the udev rule gives it."""
@@ -17,7 +17,7 @@ from pathlib import Path
 from fence_pr.helper import wire
 
 from ..fixtures.io import write_block
-from ..fixtures.prhelper import Client, running_helper
+from ..fixtures.prhelper import Client, device_nodes, running_helper
 from ..fixtures.scenario import kernel_at_least
 from ..fixtures.topology import check_paths, group_access, scsi_full_status, scsi_keys
 
@@ -26,12 +26,6 @@ A, B = 0xA1A1, 0xB2B2
 # unprivileged helper may not send: it answers ILLEGAL REQUEST (README, the helper).
 PR_READS = kernel_at_least(6, 19)
 WE_RO = 5  # SPC type: Write Exclusive, Registrants Only
-
-
-def device_nodes(lab) -> list[str]:  # type: ignore[no-untyped-def]
-    """Every map and path device of the lab's nodes, for the helper's group."""
-    return [m for maps in lab.maps.values() for m in maps] + \
-        [p.dev for lun in lab.luns for p in lun.paths.values()]
 
 
 def test_guest_a_preempts_and_aborts_guest_b_through_the_helper(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
