@@ -11,7 +11,7 @@ SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all pyth
 	python3-tenacity rpm lintian mmdebstrap
 LAB_KERNELS ?= 7.3 6.12
 
-.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability qemu-guests \
+.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability qemu-guests fence-agents-check \
 	peers 	clean
 
 setup: packages venv kernels
@@ -80,6 +80,12 @@ peers: setup
 # runs the first), and side by side with Debian's qemu-pr-helper (docs/helper.md).
 qemu-guests: setup
 	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/agent/test_qemu_guests.py
+
+# fence-agents' own checks on fence_pr inside a fence-agents source tree (apt-get source
+# fence-agents, or a checkout of the release with .tarball-version): FENCE_AGENTS_SRC=DIR.
+fence-agents-check: setup
+	@test -n "$(FENCE_AGENTS_SRC)" || { echo "make fence-agents-check FENCE_AGENTS_SRC=<fence-agents source tree>"; exit 2; }
+	packaging/fence-agents-tree-check "$(FENCE_AGENTS_SRC)"
 
 # The .deb installed with apt into clean Debian 12 and 13 roots, and asked there what
 # Pacemaker, pcs and an admin ask (metadata, man, pcs stonith describe, stonith_admin -M).
