@@ -85,6 +85,8 @@ qemu-guests: setup
 # fence-agents, or a checkout of the release with .tarball-version): FENCE_AGENTS_SRC=DIR.
 fence-agents-check: setup
 	@test -n "$(FENCE_AGENTS_SRC)" || { echo "make fence-agents-check FENCE_AGENTS_SRC=<fence-agents source tree>"; exit 2; }
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends autoconf \
+		automake libtool pkgconf gawk time >/dev/null
 	packaging/fence-agents-tree-check "$(FENCE_AGENTS_SRC)"
 
 # The .deb installed with apt into clean Debian 12 and 13 roots, and asked there what
