@@ -11,7 +11,7 @@ SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all pyth
 	python3-tenacity rpm lintian mmdebstrap
 LAB_KERNELS ?= 7.3 6.12
 
-.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability qemu-guests fence-agents-check \
+.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability qemu-guests fence-agents-check bench-deps bench-plot \
 	peers 	clean
 
 setup: packages venv kernels
@@ -54,9 +54,17 @@ test: lint unit lab
 demo: setup
 	$(PY) -m tests.lab.tools.demo
 
-bench: setup
+bench: setup bench-deps
 	$(PY) -m tests.lab.tools.bench_startup host
 	$(PY) -m tests.lab.tools.bench
+
+bench-deps: venv
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]' \
+		--config-settings editable_mode=compat
+
+# docs/bench.svg again from docs/bench-results.json (make bench draws it after its run).
+bench-plot: setup bench-deps
+	$(PY) -m tests.lab.tools.bench_plot
 
 # `-o metadata` of fence_pr, fence_scsi and fence_mpath only: on the host, then in the guest.
 bench-startup: setup

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.lab.tools.bench import table
+from tests.lab.tools.bench_plot import series
 from tests.lab.tools.bench_trace import commands
 
 # Two lines as the kernel's ftrace prints target_sequencer_start (TP_printk in
@@ -53,3 +54,16 @@ def test_table_without_a_multipathd_drain_says_nothing_of_it() -> None:
     text = table(results({}), "7.3", 5400.0)
     assert "Lab set-up 1220 s (udev's backlog 1010 s of it)" in text
     assert "take-over" not in text
+
+
+def test_plot_series_are_per_agent_and_action_sorted_by_luns_without_skipped_rows() -> None:
+    rows: list[dict[str, object]] = [
+        {"agent": "fence_pr", "luns": 16, "wall": 1.6},
+        {"agent": "fence_pr", "luns": 1, "wall": 1.5},
+        {"agent": "fence_scsi", "luns": 256, "skipped": "projected over 1,800 s"},
+        {"agent": "fence_scsi", "luns": 1, "wall": 1.7, "action": "status"},
+        {"startup": "fence_pr", "wall": 0.6},
+        {"total_s": 5429.0},
+    ]
+    assert series(rows) == {"fence_pr off": [(1, 1.5), (16, 1.6)],
+                            "fence_scsi status": [(1, 1.7)]}

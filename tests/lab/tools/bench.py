@@ -12,7 +12,7 @@ from typing import cast
 
 from ..runner.kernels import KERNELS
 from ..runner.vm import PROJECT, LabError, run
-from . import bench_startup
+from . import bench_plot, bench_startup
 
 AGENTS = ("fence_pr", "fence_scsi", "fence_mpath")
 OUT = PROJECT / "docs/bench.md"
@@ -91,6 +91,8 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
 
 DOC_HEAD = """# Benchmark: fence_pr, fence_scsi, fence_mpath
 
+![wall time against LUNs, log-log, per agent](bench.svg)
+
 `make bench` (tests/lab/tools/bench.py, guest side tests/lab/tools/bench_guest.py) boots the
 lab once and fences node2 off N LUNs x 2 paths from node1 with each agent, all in that one
 run. Wall time is the agent's whole run, process start to exit, median of the runs shown
@@ -156,6 +158,7 @@ def main() -> int:
         RAW.write_text(json.dumps({"results": results, "host_s": host_s}, indent=1) + "\n")
         OUT.write_text(DOC_HEAD + text)
         print(f"[bench] wrote {OUT.relative_to(PROJECT)}")
+        print(f"[bench] wrote {bench_plot.plot(results).relative_to(PROJECT)}")
     return 0
 
 
