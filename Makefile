@@ -11,7 +11,7 @@ SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all pyth
 	python3-tenacity rpm lintian mmdebstrap
 LAB_KERNELS ?= 7.3 6.12
 
-.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability qemu-guests fence-agents-check bench-deps bench-plot \
+.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability lab-slow qemu-guests fence-agents-check bench-deps bench-plot \
 	peers 	clean
 
 setup: packages venv kernels
@@ -83,6 +83,13 @@ reliability: setup
 peers: setup
 	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/cluster/test_peers.py \
 		tests/lab/cluster/test_migration.py
+
+# The slow, kernel-independent scenarios left out of CI to keep it under 50 min beside another
+# busy guest (README, "what runs where"), with the files' CI tests around them.
+lab-slow: setup
+	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/cluster/test_cluster3.py \
+		tests/lab/cluster/test_cluster.py tests/lab/faults/test_fault_matrix.py \
+		tests/lab/agent/test_watchdog_check.py tests/lab/agent/test_agent_discovery.py
 
 # Real QEMU (scsi-block, pr-manager-helper) in front of fence_pr_helper: every scenario (CI
 # runs the first), and side by side with Debian's qemu-pr-helper (docs/helper.md).

@@ -21,7 +21,7 @@ HERE = Path(__file__).parent
 # slow ones: `make lab` runs them on the first kernel only (run.py --once-elsewhere).
 ONCE = {"test_cluster", "test_cluster3", "test_cluster_diagnosis", "test_peers",
         "test_fault_matrix", "test_bad_input", "test_reliability", "test_watchdog_check",
-        "test_agent_discovery"}
+        "test_agent_discovery", "test_fault_matrix_nvme", "test_qemu_guests"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

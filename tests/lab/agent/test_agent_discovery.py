@@ -61,6 +61,7 @@ def shared_vg(lio, tmp_path, monkeypatch) -> Iterator[tuple[str, str]]:  # type:
             d.delete()
 
 
+@pytest.mark.extra  # `make lab-slow`: lvmlockd is kernel-independent and slow to start
 def test_on_without_devices_uses_the_shared_vg(shared_vg) -> None:  # type: ignore[no-untyped-def]
     shared, local = shared_vg
     attrs = lvm("vgs", "--noheadings", "-o", "vg_name,vg_attr,vg_lock_type")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import statistics
 import struct
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ import pytest
 
 from fence_pr.helper import wire
 
+from ..fixtures.io import read_block
 from ..fixtures.prhelper import (
     QEMU_SOCKET,
     SOCKET,
@@ -33,7 +35,16 @@ from ..fixtures.prhelper import (
     running_qemu_pr_helper,
 )
 from ..fixtures.qemu_guest import ScsiResult, VirtioScsi, host_device, qemu_guest
-from ..fixtures.topology import dm_fail_path, dm_reinstate_path, group_access, scsi_full_status
+from ..fixtures.topology import (
+    check_paths,
+    dm_fail_path,
+    dm_path_states,
+    dm_reinstate_path,
+    group_access,
+    scsi_full_status,
+    sh,
+    wait_for,
+)
 
 A, B = 0xA1A1, 0xB2B2
 WE_RO = 5                  # SPC type: Write Exclusive, Registrants Only
@@ -50,11 +61,14 @@ class Outcome:
     after: dict[int, int] = field(default_factory=dict)       # the same after the preempt
     b_write: int = -1
     a_writes: list[int] = field(default_factory=list)
+    answers: dict[str, list[str]] = field(default_factory=dict)  # command: status (sense)
 
     def row(self) -> str:
         lat = ", ".join(f"{k} {1000 * statistics.median(v):.0f} ms"
                         for k, v in sorted(self.latency.items()))
-        return (f"A on {self.registered.get(A, 0)} path(s), B on {self.registered.get(B, 0)};"
+        bad = {k: v for k, v in self.answers.items() if v != ["GOOD"] * len(v)}
+        return (f"answers other than GOOD: {bad or 'none'}; "
+                f"A on {self.registered.get(A, 0)} path(s), B on {self.registered.get(B, 0)};"
                 f" after PREEMPT AND ABORT A on {self.after.get(A, 0)}, B on "
                 f"{self.after.get(B, 0)}; B's write status {self.b_write:#x}, A's writes "
                 f"{[hex(s) for s in self.a_writes]}; {lat}")
@@ -82,6 +96,8 @@ def timed(outcome: Outcome, name: str, guest: VirtioScsi, cdb: bytes,
     t0 = time.monotonic()
     r = scsi(guest, cdb, data_out, data_in)
     outcome.latency.setdefault(name, []).append(time.monotonic() - t0)
+    outcome.answers.setdefault(name, []).append(
+        "GOOD" if r.status == GOOD else f"{r.status:#x} {r.sense_key}")
     return r
 
 
@@ -91,9 +107,9 @@ def block_size(guest: VirtioScsi) -> int:
     return int.from_bytes(r.data[4:8], "big")
 
 
-def write(guest: VirtioScsi, size: int) -> int:
+def write(guest: VirtioScsi, size: int) -> ScsiResult:
     cdb = bytes([0x2A, 0]) + LBA.to_bytes(4, "big") + bytes([0, 0, 1, 0])  # WRITE(10), 1 block
-    return scsi(guest, cdb, data_out=b"g" * size).status
+    return scsi(guest, cdb, data_out=b"g" * size)
 
 
 def nexuses(dev: str) -> dict[int, int]:
@@ -111,37 +127,97 @@ def two_guests(lab, helper: Path) -> Iterator[tuple[VirtioScsi, VirtioScsi]]:  #
         yield a, b
 
 
-def scenario(lab, helper: Path) -> Outcome:  # type: ignore[no-untyped-def]
-    """Guest A registers and reserves WE_RO, guest B registers, A PREEMPT AND ABORTs B."""
+def paths_usable(maps: list[str]) -> None:
+    """dm answers QEMU's ioctls (SG_GET_VERSION_NUM at start, every SG_IO) with EIO while a map
+    has no active path.  LIO queues several unit attentions per nexus after a PR change and
+    dm fails a path on each one that its (or udev's blkid's) I/O meets, so reinstate as
+    multipathd's checker does, again, until every path is active and a read through each
+    map succeeds."""
+    def running(majmin: str) -> bool:
+        disk = os.path.basename(os.path.realpath(f"/sys/dev/block/{majmin}"))
+        return Path(f"/sys/block/{disk}/device/state").read_text().strip() == "running"
+
+    def usable() -> bool:
+        # Every queued unit attention taken first, one TEST UNIT READY each, as multipathd's
+        # TUR checker takes them: else QEMU's own first I/O (file-posix's alignment probe,
+        # through the map) meets one, dm fails that path, and SG_GET_VERSION_NUM gets EIO.
+        for m in maps:
+            for mm in dm_path_states(m):
+                if running(mm):
+                    dev = "/dev/" + os.path.basename(os.path.realpath(f"/sys/dev/block/{mm}"))
+                    for _ in range(8):
+                        if subprocess.run(["sg_turs", dev], capture_output=True).returncode == 0:
+                            break
+        check_paths({0: maps})
+        return all(state == "A" or not running(mm) for m in maps
+                   for mm, state in dm_path_states(m).items()) and \
+            all(read_block(m) == 0 for m in maps)
+    wait_for(usable, f"every running path of {maps} active and a read through each map")
+
+
+@contextmanager
+def udev_paused() -> Iterator[None]:
+    """No udev rule runs meanwhile: each dm path reinstated is a change event whose blkid read
+    through the map meets the next queued unit attention and fails the path again (seen: all
+    paths of both maps failed within a second of being reinstated, repeatedly).  In the
+    field multipathd owns this; the lab has no multipathd on these maps."""
+    sh("udevadm", "settle", "-t", "30", check=False)
+    sh("udevadm", "control", "--stop-exec-queue")
+    try:
+        yield
+    finally:
+        sh("udevadm", "control", "--start-exec-queue")
+
+
+@contextmanager
+def two_guests_on_usable(lab, maps: list[str],  # type: ignore[no-untyped-def]
+                         helper: Path) -> Iterator[tuple[VirtioScsi, VirtioScsi]]:
+    paths_usable(maps)
+    with two_guests(lab, helper) as guests:
+        yield guests
+
+
+def scenario(lab, helper: Path, strict: bool = True) -> Outcome:  # type: ignore[no-untyped-def]
+    """Guest A registers and reserves WE_RO, guest B registers, A PREEMPT AND ABORTs B.
+    Not `strict`: a PR command that fails is recorded (Outcome.answers) and the rest go on."""
     probe = lab.luns[0].paths[(2, 0)].dev
     o = Outcome()
-    with two_guests(lab, helper) as (ga, gb):
+    maps = [lab.maps[1][0], lab.maps[2][0]]
+    with udev_paused(), two_guests_on_usable(lab, maps, helper) as (ga, gb):
         size = block_size(ga)
         for name, g, (cdb, params) in (
                 ("REGISTER", ga, pr_out(wire.OutAction.REGISTER, sa_key=A)),
                 ("RESERVE", ga, pr_out(wire.OutAction.RESERVE, key=A, scsi_type=WE_RO)),
                 ("REGISTER", gb, pr_out(wire.OutAction.REGISTER, sa_key=B))):
             r = timed(o, name, g, cdb, params)
-            assert r.status == GOOD, (name, r)
+            assert r.status == GOOD or not strict, (name, r)
         o.registered = nexuses(probe)
-        assert write(gb, size) == GOOD, "B, registered under WE_RO, could not write"
+        w = write(gb, size)
+        assert w.status == GOOD or not strict, f"B, registered under WE_RO, could not write: {w}"
         cdb, params = pr_out(wire.OutAction.PREEMPT_AND_ABORT, key=A, sa_key=B, scsi_type=WE_RO)
         r = timed(o, "PREEMPT AND ABORT", ga, cdb, params)
-        assert r.status == GOOD, r
+        assert r.status == GOOD or not strict, r
         o.after = nexuses(probe)
-        o.b_write = write(gb, size)
+        paths_usable(maps)
+        o.b_write = write(gb, size).status
         # dm sends each SG_IO down the path it picks then: several writes meet both paths.
-        o.a_writes = [write(ga, size) for _ in range(4)]
+        o.a_writes = [write(ga, size).status for _ in range(4)]
     return o
 
 
-def test_qemu_guests_preempt_and_abort_through_fence_pr_helper(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
+def show(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    with capsys.disabled():
+        print(f"\n[qemu guests] {line}", flush=True)
+
+
+def test_qemu_guests_preempt_and_abort_through_fence_pr_helper(clean_iscsi, capsys) -> None:  # type: ignore[no-untyped-def]
     lab = clean_iscsi
     with group_access(device_nodes(lab), "disk"), running_helper() as proc:
+        o = scenario(lab, SOCKET)
+        # It serves only after dropping privilege: QEMU's answered commands prove the drop.
         caps = Path(f"/proc/{proc.pid}/status").read_text()
         assert "CapEff:\t0000000000000000" in caps and "Uid:\t65534" in caps, caps
-        o = scenario(lab, SOCKET)
-    print(f"[qemu guests] fence_pr_helper: {o.row()}")
+    show(capsys, f"fence_pr_helper: {o.row()}")
     assert o.registered == {A: 2, B: 2}, o.registered  # every path of each guest's map
     assert o.after == {A: 2}, o.after                   # B gone from both of its paths
     assert o.b_write == RESERVATION_CONFLICT, o.row()
@@ -149,7 +225,7 @@ def test_qemu_guests_preempt_and_abort_through_fence_pr_helper(clean_iscsi) -> N
 
 
 @pytest.mark.extra
-def test_qemu_guests_with_one_of_a_paths_failed(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
+def test_qemu_guests_with_one_of_a_paths_failed(clean_iscsi, capsys) -> None:  # type: ignore[no-untyped-def]
     """A's second path dead and failed in dm (as multipathd's checker fails it): A's
     registration takes the live path, and B is still fenced on both of its paths."""
     lab = clean_iscsi
@@ -162,25 +238,27 @@ def test_qemu_guests_with_one_of_a_paths_failed(clean_iscsi) -> None:  # type: i
         finally:
             down.set_state("running")
             dm_reinstate_path(lab.maps[1][0], down)
-    print(f"[qemu guests] fence_pr_helper, one of A's paths failed: {o.row()}")
+    show(capsys, f"fence_pr_helper, one of A's paths failed: {o.row()}")
     assert o.registered == {A: 1, B: 2} and o.after == {A: 1}, o.row()
     assert o.b_write == RESERVATION_CONFLICT and o.a_writes == [GOOD] * 4, o.row()
 
 
 @pytest.mark.extra
-def test_qemu_guests_side_by_side_with_qemu_pr_helper(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
+def test_qemu_guests_side_by_side_with_qemu_pr_helper(clean_iscsi, capsys) -> None:  # type: ignore[no-untyped-def]
     """The same scenario through Debian's qemu-pr-helper as root (built without
     libmpathpersist): its SG_IO on a map reaches one path, so a guest's REGISTER covers one
     of the map's two nexuses.  The figures go to docs/helper.md."""
     lab = clean_iscsi
     with running_qemu_pr_helper() as proc:
         caps = Path(f"/proc/{proc.pid}/status").read_text()
-        theirs = scenario(lab, QEMU_SOCKET)
+        theirs = scenario(lab, QEMU_SOCKET, strict=False)
     lab.reset()
     with group_access(device_nodes(lab), "disk"), running_helper():
         ours = scenario(lab, SOCKET)
     cap_line = next(line for line in caps.splitlines() if line.startswith("CapEff"))
-    print(f"[qemu guests] qemu-pr-helper (uid {os.getuid()}, {cap_line}): {theirs.row()}")
-    print(f"[qemu guests] fence_pr_helper (uid 65534, CapEff 0): {ours.row()}")
-    assert theirs.registered == {A: 1, B: 1}, theirs.row()
-    assert ours.registered == {A: 2, B: 2}, ours.row()
+    show(capsys, f"qemu-pr-helper (uid {os.getuid()}, {cap_line}): {theirs.row()}")
+    show(capsys, f"fence_pr_helper (uid 65534, CapEff 0): {ours.row()}")
+    assert ours.registered == {A: 2, B: 2} and ours.after == {A: 2}, ours.row()
+    assert ours.b_write == RESERVATION_CONFLICT and ours.a_writes == [GOOD] * 4, ours.row()
+    # What qemu-pr-helper did is the finding (docs/helper.md); that it ran at all is checked.
+    assert theirs.answers.get("REGISTER"), theirs.row()

@@ -179,6 +179,7 @@ def test_node2_killed_is_fenced_by_node1(cl, capsys) -> None:  # type: ignore[no
     assert writes(cl, n2) == [0] * len(cl.luns)
 
 
+@pytest.mark.extra  # `make lab-slow` (and `make demo` runs pcs stonith create)
 def test_pcs_accepts_fence_pr_and_stonith_admin_validates(cl, tmp_path) -> None:  # type: ignore[no-untyped-def]
     n1 = cl["node1"]
     cib = tmp_path / "cib.xml"

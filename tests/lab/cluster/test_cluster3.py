@@ -18,6 +18,9 @@ from ..fixtures.io import write_block
 from ..fixtures.scenario import START_TIMEOUT, reset_luns
 from ..fixtures.topology import check_paths, scsi_keys, settle, sh
 
+# Left out of CI (`make lab-slow` runs it): kernel-independent, and CI's 50 min under load.
+pytestmark = pytest.mark.extra
+
 NODES = ("node1", "node2", "node3")
 KEY = {n: corosync_key(CLUSTER_NAME, i) for i, n in enumerate(NODES, start=1)}
 

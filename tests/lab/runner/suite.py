@@ -21,10 +21,10 @@ CI_BUDGET_S = 50 * 60
 # prints its 30 slowest tests, and its time at the end); their tests not marked `once`
 # (tests/lab/conftest.py) run on the other kernels in lane B.
 LANE_A = ["tests/lab/cluster/test_cluster.py", "tests/lab/faults/test_fault_matrix.py",
-          "tests/lab/agent/test_watchdog_check.py", "tests/lab/cluster/test_cluster3.py",
-          "tests/lab/cluster/test_cluster_diagnosis.py", "tests/lab/faults/test_reliability.py",
-          "tests/lab/agent/test_agent_validate.py", "tests/lab/agent/test_unprivileged.py",
-          "tests/lab/agent/test_agent_every_device.py"]
+          "tests/lab/agent/test_watchdog_check.py", "tests/lab/cluster/test_cluster_diagnosis.py",
+          "tests/lab/faults/test_reliability.py", "tests/lab/agent/test_agent_validate.py",
+          "tests/lab/agent/test_unprivileged.py", "tests/lab/agent/test_agent_every_device.py",
+          "tests/lab/agent/test_agent_nvme.py", "tests/lab/agent/test_qemu_guests.py"]
 
 
 def lanes(kernels: list[str]) -> dict[str, list[list[str]]]:
