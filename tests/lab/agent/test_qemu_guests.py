@@ -36,7 +36,7 @@ from ..fixtures.prhelper import (
     running_helper,
     running_qemu_pr_helper,
 )
-from ..fixtures.qemu_guest import ScsiResult, VirtioScsi, host_device, qemu_guest
+from ..fixtures.qemu_guest import QtestError, ScsiResult, VirtioScsi, host_device, qemu_guest
 from ..fixtures.topology import (
     check_paths,
     dm_fail_path,
@@ -174,9 +174,24 @@ def udev_paused() -> Iterator[None]:
 @contextmanager
 def two_guests_on_usable(lab, maps: list[str],  # type: ignore[no-untyped-def]
                          helper: Path) -> Iterator[tuple[VirtioScsi, VirtioScsi]]:
-    paths_usable(maps)
-    with two_guests(lab, helper) as guests:
-        yield guests
+    """The guests started once their maps have active paths.  A start that dm refuses
+    (SG_GET_VERSION_NUM: EIO, the map without an active path at that instant: QEMU's own
+    first reads through the map can meet a unit attention left on a path) is tried again
+    after the paths are made usable again, twice at most, and said so; a start that fails
+    otherwise fails the test."""
+    for attempt in range(3):
+        paths_usable(maps)
+        started = False
+        try:
+            with two_guests(lab, helper) as guests:
+                started = True
+                yield guests
+            return
+        except QtestError as e:
+            if started or "cannot get SG_IO version number" not in str(e) or attempt == 2:
+                raise
+            print(f"[qemu guests] start {attempt + 1} refused by dm, paths made usable again: "
+                  f"{str(e).splitlines()[0]}", flush=True)
 
 
 def scenario(lab, helper: Path, strict: bool = True) -> Outcome:  # type: ignore[no-untyped-def]
@@ -228,25 +243,6 @@ def test_qemu_guests_preempt_and_abort_through_fence_pr_helper(clean_iscsi, caps
 
 
 @pytest.mark.extra
-def test_qemu_guests_with_one_of_a_paths_failed(clean_iscsi, capsys) -> None:  # type: ignore[no-untyped-def]
-    """A's second path dead and failed in dm (as multipathd's checker fails it): A's
-    registration takes the live path, and B is still fenced on both of its paths."""
-    lab = clean_iscsi
-    down = lab.luns[0].paths[(1, 1)]
-    with group_access(device_nodes(lab), "disk"), running_helper():
-        down.set_state("offline")
-        dm_fail_path(lab.maps[1][0], down)
-        try:
-            o = scenario(lab, SOCKET)
-        finally:
-            down.set_state("running")
-            dm_reinstate_path(lab.maps[1][0], down)
-    show(capsys, f"fence_pr_helper, one of A's paths failed: {o.row()}")
-    assert o.registered == {A: 1, B: 2} and o.after == {A: 1}, o.row()
-    assert o.b_write == RESERVATION_CONFLICT and o.a_writes == [GOOD] * 4, o.row()
-
-
-@pytest.mark.extra
 def test_qemu_guests_side_by_side_with_qemu_pr_helper(clean_iscsi, capsys) -> None:  # type: ignore[no-untyped-def]
     """The same scenario through Debian's qemu-pr-helper as root (built without
     libmpathpersist): its SG_IO on a map reaches one path, so a guest's REGISTER covers one
@@ -265,3 +261,24 @@ def test_qemu_guests_side_by_side_with_qemu_pr_helper(clean_iscsi, capsys) -> No
     assert ours.b_write == RESERVATION_CONFLICT and ours.a_writes == [GOOD] * 4, ours.row()
     # What qemu-pr-helper did is the finding (docs/helper.md); that it ran at all is checked.
     assert theirs.answers.get("REGISTER"), theirs.row()
+
+
+@pytest.mark.extra
+def test_qemu_guests_with_one_of_a_paths_failed(clean_iscsi, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A's second path dead and failed in dm (as multipathd's checker fails it): A's
+    registration takes the live path, and B is still fenced on both of its paths.  Last in
+    the file: after this path's offline and back, the next QEMU start on node 1's map was
+    refused three times in a row (SG_GET_VERSION_NUM: EIO) in two runs; not understood yet."""
+    lab = clean_iscsi
+    down = lab.luns[0].paths[(1, 1)]
+    with group_access(device_nodes(lab), "disk"), running_helper():
+        down.set_state("offline")
+        dm_fail_path(lab.maps[1][0], down)
+        try:
+            o = scenario(lab, SOCKET)
+        finally:
+            down.set_state("running")
+            dm_reinstate_path(lab.maps[1][0], down)
+    show(capsys, f"fence_pr_helper, one of A's paths failed: {o.row()}")
+    assert o.registered == {A: 1, B: 2} and o.after == {A: 1}, o.row()
+    assert o.b_write == RESERVATION_CONFLICT and o.a_writes == [GOOD] * 4, o.row()
