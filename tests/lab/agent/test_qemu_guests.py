@@ -43,6 +43,8 @@ from ..fixtures.topology import (
     dm_path_states,
     dm_reinstate_path,
     group_access,
+    path_device,
+    path_running,
     scsi_full_status,
     sh,
     wait_for,
@@ -135,23 +137,19 @@ def paths_usable(maps: list[str]) -> None:
     dm fails a path on each one that its (or udev's blkid's) I/O meets, so reinstate as
     multipathd's checker does, again, until every path is active and a read through each
     map succeeds."""
-    def running(majmin: str) -> bool:
-        disk = os.path.basename(os.path.realpath(f"/sys/dev/block/{majmin}"))
-        return Path(f"/sys/block/{disk}/device/state").read_text().strip() == "running"
-
     def usable() -> bool:
         # Every queued unit attention taken first, one TEST UNIT READY each, as multipathd's
         # TUR checker takes them: else QEMU's own first I/O (file-posix's alignment probe,
         # through the map) meets one, dm fails that path, and SG_GET_VERSION_NUM gets EIO.
         for m in maps:
             for mm in dm_path_states(m):
-                if running(mm):
-                    dev = "/dev/" + os.path.basename(os.path.realpath(f"/sys/dev/block/{mm}"))
+                if path_running(mm):
                     for _ in range(8):
-                        if subprocess.run(["sg_turs", dev], capture_output=True).returncode == 0:
+                        if subprocess.run(["sg_turs", path_device(mm)],
+                                          capture_output=True).returncode == 0:
                             break
         check_paths({0: maps})
-        return all(state == "A" or not running(mm) for m in maps
+        return all(state == "A" or not path_running(mm) for m in maps
                    for mm, state in dm_path_states(m).items()) and \
             all(read_block(m) == 0 for m in maps)
     wait_for(usable, f"every running path of {maps} active and a read through each map")
