@@ -22,7 +22,8 @@ packages:
 	done); \
 	if [ -n "$$missing" ]; then \
 		echo "setup: installing $$missing"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+		apt-get -o DPkg::Lock::Timeout=600 update -q && DEBIAN_FRONTEND=noninteractive \
+			apt-get -o DPkg::Lock::Timeout=600 install -y -q \
 			--no-install-recommends $$missing; \
 	fi
 

@@ -8,6 +8,7 @@ directory: the host's package database is never touched.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import glob
 import os
 import re
@@ -171,12 +172,32 @@ def fetch(spec: KernelSpec) -> str:
     return rel
 
 
+def cache_lock() -> int:
+    """Hold the cache for one `make setup` at a time: two checkouts on one machine (two CI
+    jobs, or a demo beside a test run) share it, and one's unpack or clean-up of the .debs
+    pulled the other's from under it (measured: "expected 1, got 0" at the glob)."""
+    CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(CACHE / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    if os.fstat(fd).st_uid != os.getuid():
+        raise SystemExit(f"lab: {CACHE / '.lock'} is not owned by this user; remove it")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"lab: another `make setup` holds {CACHE}; waiting for it", file=sys.stderr)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("kernels", nargs="*", default=list(KERNELS))
     args = ap.parse_args()
-    for name in args.kernels:
-        print(f"lab kernel {name}: {fetch(KERNELS[name])}")
+    lock = cache_lock()
+    try:
+        for name in args.kernels:
+            print(f"lab kernel {name}: {fetch(KERNELS[name])}")
+    finally:
+        os.close(lock)
 
 
 if __name__ == "__main__":
