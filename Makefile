@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := qemu-system-x86 busybox-static cpio kmod file gzip xz-utils iproute2 \
 	open-iscsi sg3-utils nvme-cli udev multipath-tools lvm2 lvm2-lockd libcap2-bin \
 	fdisk python3-venv python3-rtslib-fb python3-pyudev fence-agents libxml2-utils xsltproc \
-	corosync pacemaker pacemaker-cli-utils pcs crmsh
+	corosync pacemaker pacemaker-cli-utils pcs crmsh socat
 # The Debian package build (packaging/build-deb) and the RPM spec check (rpmspec -P).
 SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
 	python3-tenacity rpm lintian mmdebstrap
@@ -80,10 +80,10 @@ reliability: setup
 		--extra tests/lab/faults/test_reliability.py tests/lab/agent/test_bad_input.py
 
 # fence_pr beside fence_scsi and fence_mpath, every scenario (CI runs fence_pr's own), and a
-# fence_scsi cluster switched to fence_pr.
+# fence_scsi cluster and a fence_mpath cluster switched to fence_pr (and fence_pr to fence_mpath).
 peers: setup
 	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/cluster/test_peers.py \
-		tests/lab/cluster/test_migration.py
+		tests/lab/cluster/test_migration.py tests/lab/cluster/test_migration_mpath.py
 
 # The slow, kernel-independent scenarios left out of CI to keep it under 50 min beside another
 # busy guest (README, "what runs where"), with the files' CI tests around them.

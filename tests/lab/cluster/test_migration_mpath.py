@@ -1,0 +1,136 @@
+"""A fence_mpath cluster moves to fence_pr, and back, on the same LUNs and keys.
+
+multipathd manages each node's maps with `reservation_key file` (tests/lab/fixtures/peers.py
+keeps node1's and node2's maps of one LUN apart).  The nodes are namespaces of one guest, and
+multipathd's socket is abstract, so one per network namespace: socat carries each node's
+`@/org/kernel/linux/storage/multipathd` to the guest's, as if every node had its own
+multipathd.  fence_mpath's keys come from `pcmk_host_map="node1:1;node2:2"` (its `plug` is
+the key); fence_pr takes the same keys as `node_keys=node1=1,node2=2`, so the switch keeps
+every registration and the reservation: Pacemaker unfences again after a device change
+anyway, and that `on` changes nothing at the target.  `make peers` runs it (marker `extra`),
+CI does not: two cluster starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..fixtures.cluster import Cluster
+from ..fixtures.peers import Multipathd
+from ..fixtures.scenario import START_TIMEOUT, reset_luns
+from ..fixtures.topology import scsi_keys, wait_for
+
+pytestmark = pytest.mark.extra
+
+KEY = {"node1": 0x1, "node2": 0x2}
+MPATH = {"pcmk_host_map": "node1:1;node2:2"}
+PR = {"node_keys": "node1=1,node2=2"}
+SOCKET = "/org/kernel/linux/storage/multipathd"
+
+
+@contextlib.contextmanager
+def mpath_cluster(lio, agent_type: str,  # type: ignore[no-untyped-def]
+                  params: dict[str, str]) -> Iterator[Cluster]:
+    """Two nodes over their dm maps of the first two LUNs, multipathd managing every map and
+    reachable from each node, `agent_type` the stonith resource's agent."""
+    reset_luns(lio)
+    luns = lio.luns[:2]
+    links = {f"node{n}": {f"lun{lun.index}": lio.maps[n][lun.index] for lun in luns}
+             for n in (1, 2)}
+    mpd = Multipathd(lio, {1: KEY["node1"], 2: KEY["node2"]})
+    relays: list[subprocess.Popen[bytes]] = []
+    sockdir = Path(tempfile.mkdtemp(prefix="fence_pr-mpathd-"))  # 0700, root's
+    c = Cluster(Path(f"/tmp/fence_pr-migration-{agent_type}"), links,
+                stonith_params=params, agent_type=agent_type)
+    c.luns = luns  # type: ignore[attr-defined]
+    try:
+        relays.append(subprocess.Popen(
+            ["socat", f"UNIX-LISTEN:{sockdir}/s,fork,mode=600", f"ABSTRACT-CONNECT:{SOCKET}"]))
+        wait_for(lambda: (sockdir / "s").exists(), "socat's socket to multipathd", 30)
+        c.build()
+        for n in c.nodes:  # before the cluster starts: its first `on` already asks multipathd
+            relays.append(subprocess.Popen(
+                [*n.nsenter(), "socat", f"ABSTRACT-LISTEN:{SOCKET},fork",
+                 f"UNIX-CONNECT:{sockdir}/s"]))
+            wait_for(lambda n=n: n.run("multipathd", "show", "daemon", check=False)
+                     .returncode == 0, f"multipathd to answer inside {n.name}", 60)
+        c.start()
+        yield c
+    finally:
+        c.teardown()
+        for r in relays:
+            r.kill()
+            r.wait()
+        shutil.rmtree(sockdir, ignore_errors=True)
+        mpd.stop()
+        reset_luns(lio)
+
+
+def registered(c: Cluster, node: str) -> list[int]:
+    """Paths holding `node`'s key, per LUN, as the target says."""
+    return [scsi_keys(lun.paths[(1, 0)].dev).count(KEY[node])
+            for lun in c.luns]  # type: ignore[attr-defined]
+
+
+def reservation_key(c: Cluster) -> int:
+    out = subprocess.run(["sg_persist", "-n", "--in", "--read-reservation",
+                          c.luns[0].paths[(1, 0)].dev],  # type: ignore[attr-defined]
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Key=0x([0-9a-f]+)", out)
+    assert m, f"no reservation on LUN 0: {out}"
+    return int(m.group(1), 16)
+
+
+def both_unfenced(c: Cluster, by: str) -> dict[str, list[int]]:
+    for node in KEY:
+        c.wait(lambda node=node: registered(c, node) == [2, 2],
+               f"{by} to unfence {node}: key {KEY[node]:#x} on both paths of both LUNs "
+               f"(now {registered(c, node)})", START_TIMEOUT)
+    return {node: registered(c, node) for node in KEY}
+
+
+def switch(c: Cluster, agent_type: str, params: dict[str, str], drop: tuple[str, ...],
+           gone: str) -> None:
+    """Only the agent and where its keys are written change; the old agent is then taken
+    from the nodes, so nothing can fall back to it; Pacemaker's new unfencing is awaited."""
+    ons = {node: len(c["node1"].fence_successes(node, ("on",))) for node in KEY}
+    c.switch_agent(agent_type, params, drop)
+    for n in c.nodes:
+        n.sh(f"mv /usr/sbin/{gone} /usr/sbin/{gone}.migrated")
+    for node in KEY:
+        c.wait(lambda node=node: len(c["node1"].fence_successes(node, ("on",))) > ons[node],
+               f"Pacemaker's unfencing of {node} with {agent_type}", START_TIMEOUT)
+
+
+def test_fence_mpath_unfences_then_fence_pr_fences_with_the_same_keys(lio) -> None:  # type: ignore[no-untyped-def]
+    with mpath_cluster(lio, "fence_mpath", MPATH) as c:
+        before = both_unfenced(c, "fence_mpath")
+        holder = reservation_key(c)
+        switch(c, "fence_pr", PR, ("pcmk_host_map",), gone="fence_mpath")
+        assert {node: registered(c, node) for node in KEY} == before
+        assert reservation_key(c) == holder, "the reservation moved when the agent changed"
+        r = c["node1"].fence("node2")
+        assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{c.diagnostics()}"
+        assert registered(c, "node2") == [0, 0], "node2's key survived fence_pr's off"
+        assert registered(c, "node1") == [2, 2]
+
+
+def test_fence_pr_unfences_then_fence_mpath_fences_with_the_same_keys(lio) -> None:  # type: ignore[no-untyped-def]
+    with mpath_cluster(lio, "fence_pr", PR) as c:
+        before = both_unfenced(c, "fence_pr")
+        holder = reservation_key(c)
+        switch(c, "fence_mpath", MPATH, ("node_keys",), gone="fence_pr")
+        assert {node: registered(c, node) for node in KEY} == before
+        assert reservation_key(c) == holder, "the reservation moved when the agent changed"
+        r = c["node1"].fence("node2")
+        assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{c.diagnostics()}"
+        assert registered(c, "node2") == [0, 0], "node2's key survived fence_mpath's off"
+        assert registered(c, "node1") == [2, 2]
