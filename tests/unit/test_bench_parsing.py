@@ -67,3 +67,25 @@ def test_plot_series_are_per_agent_and_action_sorted_by_luns_without_skipped_row
     ]
     assert series(rows) == {"fence_pr off": [(1, 1.5), (16, 1.6)],
                             "fence_scsi status": [(1, 1.7)]}
+
+
+def test_monitoring_rows_get_their_own_table_and_the_off_rows_stay_off() -> None:
+    rows = [*results({}),
+        {"agent": "fence_pr", "action": "monitor", "luns": 16, "runs": 3, "wall": 1.0,
+         "cmds_per_lun": 2.0, "cmds_median": 2},
+        {"agent": "fence_pr", "action": "monitor", "luns": 256, "runs": 3, "wall": 2.5,
+         "cmds_per_lun": 2.0, "cmds_median": 2},
+        {"agent": "fence_pr", "action": "status", "luns": 16, "runs": 3, "wall": 0.9,
+         "cmds_per_lun": 1.0, "cmds_median": 1},
+        {"agent": "fence_pr", "action": "status", "luns": 256, "skipped": "rc 1: ['gone']"},
+    ]
+    text = table(rows, "7.3", 5400.0)
+    assert "| 16 | fence_pr | 1.40 s | 3 | 1.0x | 3.0 (3) |" in text  # `off`, not monitor's
+    assert "| 16 | monitor | 1.00 s | 3 | 2.0 (2) |" in text
+    assert "| 16 | status | 0.90 s | 3 | 1.0 (1) |" in text
+    assert "| 256 | status | not run: rc 1: ['gone'] | | |" in text
+    assert "`monitor` at 256 LUNs took 2.50x its time at 16 (target under 3x)." in text
+
+
+def test_no_monitoring_rows_no_monitoring_table() -> None:
+    assert "being monitored" not in table(results({}), "7.3", 5400.0)

@@ -38,7 +38,8 @@ def cmds(r: dict[str, object]) -> str:
 
 
 def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
-    runs = {(r["agent"], r["luns"]): r for r in results if "agent" in r}
+    runs = {(r["agent"], r["luns"]): r for r in results
+            if "agent" in r and r.get("action", "off") == "off"}
     sizes = sorted({int(r["luns"]) for r in results if "luns" in r})  # type: ignore[call-overload]
     meta = {k: v for r in results for k, v in r.items() if k not in ("agent", "luns")}
     mpd_drain = meta.get("multipathd_udev_drain_s")
@@ -69,6 +70,7 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
             failures += [f"{agent} at {n} LUNs failed after {float(f['wall']):.1f} s: "  # type: ignore[arg-type]
                          f"{f['why']}" for f in fails]
     lines.append("")
+    lines += monitoring_table(results)
     if failures:
         lines += ["Failed runs (not in the medians):", ""] + [f"- {f}" for f in failures] + [""]
     lines.append("Agent start-up (`-o metadata`, median of 5): " + ", ".join(
@@ -87,6 +89,33 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
         + (f" (then udev's backlog from its take-over of the maps {float(mpd_drain):.0f} s)"  # type: ignore[arg-type]
            if mpd_drain is not None else "") + ", "
         f"whole bench {host_s / 60:.0f} min.\n")
+
+
+def monitoring_table(results: list[dict[str, object]]) -> list[str]:
+    """fence_pr's `monitor` and `status` per N: what Pacemaker's recurring checks cost, against
+    issue 17's bounds (one PR IN per path per `monitor`, one per device per `status`;
+    `monitor` at the largest N under 3x its time at 16)."""
+    rows = {(str(r["action"]), int(str(r["luns"]))): r for r in results
+            if r.get("agent") == "fence_pr" and r.get("action") in ("monitor", "status")}
+    if not rows:
+        return []
+    lines = ["fence_pr being monitored (node2 registered; 2 paths per LUN):", "",
+             "| LUNs | action | wall time (median) | runs | SCSI commands per LUN: mean (median) |",
+             "|---:|---|---:|---:|---:|"]
+    for (action, n), r in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if "skipped" in r:
+            lines.append(f"| {n} | {action} | not run: {' '.join(str(r['skipped']).split())} "
+                         "| | |")
+        else:
+            lines.append(f"| {n} | {action} | {float(str(r['wall'])):.2f} s | {r['runs']} | "
+                         f"{cmds(r)} |")
+    mon = {n: float(str(r["wall"])) for (a, n), r in rows.items() if a == "monitor" and "wall" in r}
+    top = max(mon, default=0)
+    if 16 in mon and top > 16:
+        lines.append("")
+        lines.append(f"`monitor` at {top} LUNs took {mon[top] / mon[16]:.2f}x its time at 16 "
+                     "(target under 3x).")
+    return [*lines, ""]
 
 
 DOC_HEAD = """# Benchmark: fence_pr, fence_scsi, fence_mpath

@@ -105,8 +105,9 @@ def target_cmds(lab: IscsiLab, n: int) -> list[int]:
 INSTALLED = "/usr/local/sbin/fence_pr"  # as the .deb has it under /usr (packaged.py)
 
 
-def fence_pr(node: str, action: str, target: str, devices: list[str]) -> list[str]:
-    return [INSTALLED, "-o", action, "-n", target, "--devices", ",".join(devices),
+def fence_pr(node: str, action: str, target: str | None, devices: list[str]) -> list[str]:
+    return [INSTALLED, "-o", action, *(["-n", target] if target else []),
+            "--devices", ",".join(devices),
             "--node_keys", NODE_KEYS, "--local_node", node, "--power-timeout", "600"]
 
 
@@ -225,11 +226,52 @@ def bench_agent(lab: IscsiLab, agent: str, sizes: list[int], runs: int) -> None:
         prev = (n, statistics.median(walls))
 
 
+MONITORING = ("monitor", "status")
+
+
+def monitoring_command(lab: IscsiLab, action: str, n: int) -> list[str]:
+    """fence_pr's `monitor` (the device, every 60 s by default) or `status` of node2 (host
+    checks), as Pacemaker runs them on node1 over the first n LUNs."""
+    return fence_pr("node1", action, "node2" if action == "status" else None, lab.maps[1][:n])
+
+
+def bench_monitoring(lab: IscsiLab, sizes: list[int], runs: int) -> None:
+    """What being monitored costs: wall time and the SCSI commands each LUN receives per
+    `monitor` and per `status`, node2 registered.  Neither writes, so no unit attention is
+    left and no udev probe follows; the counts are the agent's own PR IN commands."""
+    for n in sizes:
+        unfence(lab.maps[2][:n], "node2")
+        take_unit_attentions(lab, n)
+        for action in MONITORING:
+            walls, means, medians = [], [], []
+            for _ in range(runs):
+                before = target_cmds(lab, n)
+                t0 = time.monotonic()
+                r = sh(monitoring_command(lab, action, n), timeout=RUN_LIMIT_MAX_S)
+                wall = time.monotonic() - t0
+                drain_udev()
+                per = [a - b for a, b in zip(target_cmds(lab, n), before, strict=True)]
+                if r.returncode != 0:
+                    emit(agent="fence_pr", action=action, luns=n,
+                         skipped=f"rc {r.returncode}: {r.stderr.strip().splitlines()[-1:]}")
+                    break
+                walls.append(wall)
+                means.append(sum(per) / n)
+                medians.append(statistics.median(per))
+                log(f"fence_pr {action} {n} LUNs: {wall:.2f} s, {sum(per) / n:.1f} cmds/LUN")
+            else:
+                emit(agent="fence_pr", action=action, luns=n, runs=len(walls),
+                     wall=statistics.median(walls), walls=walls,
+                     cmds_per_lun=statistics.median(means), cmds_median=statistics.median(medians))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--luns", default="1,16,64,256")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--agents", default="fence_pr,fence_scsi,fence_mpath")
+    ap.add_argument("--no-monitoring", action="store_true",
+                    help="leave out fence_pr's monitor and status")
     a = ap.parse_args()
     sizes = [int(x) for x in a.luns.split(",")]
     agents = a.agents.split(",")
@@ -254,6 +296,8 @@ def main() -> int:
         if agent == "fence_mpath":
             continue
         bench_agent(lab, agent, sizes, a.runs)
+    if "fence_pr" in agents and not a.no_monitoring:  # before multipathd's checker runs
+        bench_monitoring(lab, sizes, a.runs)
     if "fence_mpath" in agents:
         t1 = time.monotonic()
         try:
