@@ -5,11 +5,14 @@ client to fence_pr_helper running as nobody:disk with no capability.
 Each guest is a qemu-system-x86_64 with the qtest accelerator and a virtio-scsi HBA, driven
 by fixtures/qemu_guest.py as a guest's virtio_scsi driver would drive it (no nested kernel:
 see that module).  The target's view is read with sg_persist on the lab's path devices.
+multipathd manages the maps, as on a host that runs guests: its checker takes the unit
+attentions every PR change leaves on the other nexuses and reinstates the paths dm failed
+on them.  Before it did (the lab standing in for the checker by hand), a loaded CI round
+saw QEMU's start refused: dm answered SG_GET_VERSION_NUM with EIO, the map without an
+active path at that instant (2026-12-06, round 2).
 
 `make qemu-guests` runs the scenario, with one of A's paths failed, and side by side with
-Debian's qemu-pr-helper as root (docs/helper.md).  Not in CI: in a loaded CI round (2026-12-06
-round 2) the first QEMU could not start, dm answering its SG_GET_VERSION_NUM with EIO (no
-active path in the map at that instant, the lab having no multipathd), once in five runs.
+Debian's qemu-pr-helper as root (docs/helper.md).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import os
 import statistics
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +31,8 @@ import pytest
 from fence_pr.helper import wire
 
 from ..fixtures.io import read_block
+from ..fixtures.iscsi import IscsiLab
+from ..fixtures.peers import Multipathd
 from ..fixtures.prhelper import (
     QEMU_SOCKET,
     SOCKET,
@@ -36,19 +40,8 @@ from ..fixtures.prhelper import (
     running_helper,
     running_qemu_pr_helper,
 )
-from ..fixtures.qemu_guest import QtestError, ScsiResult, VirtioScsi, host_device, qemu_guest
-from ..fixtures.topology import (
-    check_paths,
-    dm_fail_path,
-    dm_path_states,
-    dm_reinstate_path,
-    group_access,
-    path_device,
-    path_running,
-    scsi_full_status,
-    sh,
-    wait_for,
-)
+from ..fixtures.qemu_guest import ScsiResult, VirtioScsi, host_device, qemu_guest
+from ..fixtures.topology import group_access, scsi_clear, scsi_full_status, wait_for
 
 A, B = 0xA1A1, 0xB2B2
 WE_RO = 5                  # SPC type: Write Exclusive, Registrants Only
@@ -131,74 +124,55 @@ def two_guests(lab, helper: Path) -> Iterator[tuple[VirtioScsi, VirtioScsi]]:  #
         yield a, b
 
 
-def paths_usable(maps: list[str]) -> None:
-    """dm answers QEMU's ioctls (SG_GET_VERSION_NUM at start, every SG_IO) with EIO while a map
-    has no active path.  LIO queues several unit attentions per nexus after a PR change and
-    dm fails a path on each one that its (or udev's blkid's) I/O meets, so reinstate as
-    multipathd's checker does, again, until every path is active and a read through each
-    map succeeds."""
-    def usable() -> bool:
-        # Every queued unit attention taken first, one TEST UNIT READY each, as multipathd's
-        # TUR checker takes them: else QEMU's own first I/O (file-posix's alignment probe,
-        # through the map) meets one, dm fails that path, and SG_GET_VERSION_NUM gets EIO.
-        for m in maps:
-            for mm in dm_path_states(m):
-                if path_running(mm):
-                    for _ in range(8):
-                        if subprocess.run(["sg_turs", path_device(mm)],
-                                          capture_output=True).returncode == 0:
-                            break
-        check_paths({0: maps})
-        return all(state == "A" or not path_running(mm) for m in maps
-                   for mm, state in dm_path_states(m).items()) and \
-            all(read_block(m) == 0 for m in maps)
-    wait_for(usable, f"every running path of {maps} active and a read through each map")
+def paths_ready(mpd: Multipathd, maps: list[str]) -> None:
+    """multipathd shows every path of `maps` whose disk is running active in dm and ready to
+    its checker, and a read through each map succeeds.  A PR change queues unit attentions
+    on the other nexuses; dm fails a path when its I/O meets one (failfast), and multipathd's
+    TUR checker takes it and reinstates the path, as in the field."""
+    seen: list[str] = []
 
-
-@contextmanager
-def udev_paused() -> Iterator[None]:
-    """No udev rule runs meanwhile: each dm path reinstated is a change event whose blkid read
-    through the map meets the next queued unit attention and fails the path again (seen: all
-    paths of both maps failed within a second of being reinstated, repeatedly).  In the
-    field multipathd owns this; the lab has no multipathd on these maps."""
-    sh("udevadm", "settle", "-t", "30", check=False)
-    sh("udevadm", "control", "--stop-exec-queue")
+    def ready() -> bool:
+        got = mpd.paths()
+        bad = [f"{os.path.basename(m)}:{dev} {dm}/{chk}" for m in maps
+               for dev, dm, chk in got.get(os.path.basename(m), [("none", "-", "-")])
+               if (dm, chk) != ("active", "ready") and disk_running(dev)]
+        reads = {os.path.basename(m): read_block(m) for m in maps}
+        seen[:] = bad + [f"{m}: read errno {e}" for m, e in reads.items() if e]
+        return not seen
     try:
-        yield
+        wait_for(ready, "every running path of the guests' maps active and ready", 120)
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}; not there: {seen}") from None
+
+
+def disk_running(dev: str) -> bool:
+    state = Path(f"/sys/block/{dev}/device/state")
+    return not state.exists() or state.read_text().strip() == "running"
+
+
+@pytest.fixture
+def managed(clean_iscsi) -> Iterator[tuple[IscsiLab, Multipathd]]:  # type: ignore[no-untyped-def]
+    """The lab's maps under multipathd, as on a host that runs guests: its checker every
+    second takes the unit attentions a PR change leaves and reinstates the paths dm failed
+    on them, and a map with no usable path queues (`no_path_retry`) instead of answering
+    EIO, QEMU's SG_GET_VERSION_NUM at start included.  No reservation key: multipathd
+    registers nothing of its own."""
+    mpd = Multipathd(clean_iscsi, None, polling=1, no_path_retry="30")
+    try:
+        yield clean_iscsi, mpd
     finally:
-        sh("udevadm", "control", "--start-exec-queue")
+        mpd.stop()
 
 
-@contextmanager
-def two_guests_on_usable(lab, maps: list[str],  # type: ignore[no-untyped-def]
-                         helper: Path) -> Iterator[tuple[VirtioScsi, VirtioScsi]]:
-    """The guests started once their maps have active paths.  A start that dm refuses
-    (SG_GET_VERSION_NUM: EIO, the map without an active path at that instant: QEMU's own
-    first reads through the map can meet a unit attention left on a path) is tried again
-    after the paths are made usable again, twice at most, and said so; a start that fails
-    otherwise fails the test."""
-    for attempt in range(3):
-        paths_usable(maps)
-        started = False
-        try:
-            with two_guests(lab, helper) as guests:
-                started = True
-                yield guests
-            return
-        except QtestError as e:
-            if started or "cannot get SG_IO version number" not in str(e) or attempt == 2:
-                raise
-            print(f"[qemu guests] start {attempt + 1} refused by dm, paths made usable again: "
-                  f"{str(e).splitlines()[0]}", flush=True)
-
-
-def scenario(lab, helper: Path, strict: bool = True) -> Outcome:  # type: ignore[no-untyped-def]
+def scenario(lab, mpd: Multipathd, helper: Path,  # type: ignore[no-untyped-def]
+             strict: bool = True) -> Outcome:
     """Guest A registers and reserves WE_RO, guest B registers, A PREEMPT AND ABORTs B.
     Not `strict`: a PR command that fails is recorded (Outcome.answers) and the rest go on."""
     probe = lab.luns[0].paths[(2, 0)].dev
     o = Outcome()
     maps = [lab.maps[1][0], lab.maps[2][0]]
-    with udev_paused(), two_guests_on_usable(lab, maps, helper) as (ga, gb):
+    paths_ready(mpd, maps)
+    with two_guests(lab, helper) as (ga, gb):
         size = block_size(ga)
         for name, g, (cdb, params) in (
                 ("REGISTER", ga, pr_out(wire.OutAction.REGISTER, sa_key=A)),
@@ -213,7 +187,7 @@ def scenario(lab, helper: Path, strict: bool = True) -> Outcome:  # type: ignore
         r = timed(o, "PREEMPT AND ABORT", ga, cdb, params)
         assert r.status == GOOD or not strict, r
         o.after = nexuses(probe)
-        paths_usable(maps)
+        paths_ready(mpd, maps)
         o.b_write = write(gb, size).status
         # dm sends each SG_IO down the path it picks then: several writes meet both paths.
         o.a_writes = [write(ga, size).status for _ in range(4)]
@@ -226,10 +200,10 @@ def show(capsys: pytest.CaptureFixture[str], line: str) -> None:
 
 
 @pytest.mark.extra
-def test_qemu_guests_preempt_and_abort_through_fence_pr_helper(clean_iscsi, capsys) -> None:  # type: ignore[no-untyped-def]
-    lab = clean_iscsi
+def test_qemu_guests_preempt_and_abort_through_fence_pr_helper(managed, capsys) -> None:  # type: ignore[no-untyped-def]
+    lab, mpd = managed
     with group_access(device_nodes(lab), "disk"), running_helper() as proc:
-        o = scenario(lab, SOCKET)
+        o = scenario(lab, mpd, SOCKET)
         # It serves only after dropping privilege: QEMU's answered commands prove the drop.
         caps = Path(f"/proc/{proc.pid}/status").read_text()
         assert "CapEff:\t0000000000000000" in caps and "Uid:\t65534" in caps, caps
@@ -241,17 +215,17 @@ def test_qemu_guests_preempt_and_abort_through_fence_pr_helper(clean_iscsi, caps
 
 
 @pytest.mark.extra
-def test_qemu_guests_side_by_side_with_qemu_pr_helper(clean_iscsi, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_qemu_guests_side_by_side_with_qemu_pr_helper(managed, capsys) -> None:  # type: ignore[no-untyped-def]
     """The same scenario through Debian's qemu-pr-helper as root (built without
     libmpathpersist): its SG_IO on a map reaches one path, so a guest's REGISTER covers one
     of the map's two nexuses.  The figures go to docs/helper.md."""
-    lab = clean_iscsi
+    lab, mpd = managed
     with running_qemu_pr_helper() as proc:
         caps = Path(f"/proc/{proc.pid}/status").read_text()
-        theirs = scenario(lab, QEMU_SOCKET, strict=False)
-    lab.reset()
+        theirs = scenario(lab, mpd, QEMU_SOCKET, strict=False)
+    scsi_clear(lab.luns[0].paths[(1, 0)].dev)  # not lab.reset(): multipathd owns the maps
     with group_access(device_nodes(lab), "disk"), running_helper():
-        ours = scenario(lab, SOCKET)
+        ours = scenario(lab, mpd, SOCKET)
     cap_line = next(line for line in caps.splitlines() if line.startswith("CapEff"))
     show(capsys, f"qemu-pr-helper (uid {os.getuid()}, {cap_line}): {theirs.row()}")
     show(capsys, f"fence_pr_helper (uid 65534, CapEff 0): {ours.row()}")
@@ -262,21 +236,21 @@ def test_qemu_guests_side_by_side_with_qemu_pr_helper(clean_iscsi, capsys) -> No
 
 
 @pytest.mark.extra
-def test_qemu_guests_with_one_of_a_paths_failed(clean_iscsi, capsys) -> None:  # type: ignore[no-untyped-def]
-    """A's second path dead and failed in dm (as multipathd's checker fails it): A's
-    registration takes the live path, and B is still fenced on both of its paths.  Last in
-    the file: after this path's offline and back, the next QEMU start on node 1's map was
-    refused three times in a row (SG_GET_VERSION_NUM: EIO) in two runs; not understood yet."""
-    lab = clean_iscsi
+def test_qemu_guests_with_one_of_a_paths_failed(managed, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A's second path dead, failed by multipathd's checker: A's registration takes the live
+    path, and B is still fenced on both of its paths."""
+    lab, mpd = managed
     down = lab.luns[0].paths[(1, 1)]
     with group_access(device_nodes(lab), "disk"), running_helper():
         down.set_state("offline")
-        dm_fail_path(lab.maps[1][0], down)
         try:
-            o = scenario(lab, SOCKET)
+            wait_for(lambda: (down.name, "failed", "faulty") in [
+                (d, dm, chk) for d, dm, chk in mpd.paths().get(
+                    os.path.basename(lab.maps[1][0]), [])],
+                f"multipathd's checker to fail {down.name}, its disk offline", 60)
+            o = scenario(lab, mpd, SOCKET)
         finally:
             down.set_state("running")
-            dm_reinstate_path(lab.maps[1][0], down)
     show(capsys, f"fence_pr_helper, one of A's paths failed: {o.row()}")
     assert o.registered == {A: 1, B: 2} and o.after == {A: 1}, o.row()
     assert o.b_write == RESERVATION_CONFLICT and o.a_writes == [GOOD] * 4, o.row()
