@@ -7,8 +7,10 @@ multipathd's socket is abstract, so one per network namespace: socat carries eac
 multipathd.  fence_mpath's keys come from `pcmk_host_map="node1:1;node2:2"` (its `plug` is
 the key); fence_pr takes the same keys as `node_keys=node1=1,node2=2`, so the switch keeps
 every registration and the reservation: Pacemaker unfences again after a device change
-anyway, and that `on` changes nothing at the target.  `make peers` runs it (marker `extra`),
-CI does not: two cluster starts.
+anyway, and that `on` changes nothing at the target.  The LUNs are iSCSI: fence_mpath
+always sends PREEMPT AND ABORT, which wedges LIO on tcm_loop paths (docs/kernel-behaviour.md;
+seen here too: its `off` hung past Pacemaker's timeout, mpathpersist unkillable).  `make
+peers` runs it (marker `extra`), CI does not: two cluster starts.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pytest
 
 from ..fixtures.cluster import Cluster
 from ..fixtures.peers import Multipathd
-from ..fixtures.scenario import START_TIMEOUT, reset_luns
+from ..fixtures.scenario import START_TIMEOUT
 from ..fixtures.topology import scsi_keys, wait_for
 
 pytestmark = pytest.mark.extra
@@ -37,15 +39,15 @@ SOCKET = "/org/kernel/linux/storage/multipathd"
 
 
 @contextlib.contextmanager
-def mpath_cluster(lio, agent_type: str,  # type: ignore[no-untyped-def]
+def mpath_cluster(lab, agent_type: str,  # type: ignore[no-untyped-def]
                   params: dict[str, str]) -> Iterator[Cluster]:
-    """Two nodes over their dm maps of the first two LUNs, multipathd managing every map and
-    reachable from each node, `agent_type` the stonith resource's agent."""
-    reset_luns(lio)
-    luns = lio.luns[:2]
-    links = {f"node{n}": {f"lun{lun.index}": lio.maps[n][lun.index] for lun in luns}
+    """Two nodes over their dm maps of the first two LUNs (clean_iscsi's), multipathd
+    managing every map and reachable from each node, `agent_type` the stonith resource's
+    agent."""
+    luns = lab.luns[:2]
+    links = {f"node{n}": {f"lun{lun.index}": lab.maps[n][lun.index] for lun in luns}
              for n in (1, 2)}
-    mpd = Multipathd(lio, {1: KEY["node1"], 2: KEY["node2"]})
+    mpd = Multipathd(lab, {1: KEY["node1"], 2: KEY["node2"]})
     relays: list[subprocess.Popen[bytes]] = []
     sockdir = Path(tempfile.mkdtemp(prefix="fence_pr-mpathd-"))  # 0700, root's
     c = Cluster(Path(f"/tmp/fence_pr-migration-{agent_type}"), links,
@@ -71,7 +73,6 @@ def mpath_cluster(lio, agent_type: str,  # type: ignore[no-untyped-def]
             r.wait()
         shutil.rmtree(sockdir, ignore_errors=True)
         mpd.stop()
-        reset_luns(lio)
 
 
 def registered(c: Cluster, node: str) -> list[int]:
@@ -110,8 +111,8 @@ def switch(c: Cluster, agent_type: str, params: dict[str, str], drop: tuple[str,
                f"Pacemaker's unfencing of {node} with {agent_type}", START_TIMEOUT)
 
 
-def test_fence_mpath_unfences_then_fence_pr_fences_with_the_same_keys(lio) -> None:  # type: ignore[no-untyped-def]
-    with mpath_cluster(lio, "fence_mpath", MPATH) as c:
+def test_fence_mpath_unfences_then_fence_pr_fences_with_the_same_keys(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
+    with mpath_cluster(clean_iscsi, "fence_mpath", MPATH) as c:
         before = both_unfenced(c, "fence_mpath")
         holder = reservation_key(c)
         switch(c, "fence_pr", PR, ("pcmk_host_map",), gone="fence_mpath")
@@ -123,8 +124,8 @@ def test_fence_mpath_unfences_then_fence_pr_fences_with_the_same_keys(lio) -> No
         assert registered(c, "node1") == [2, 2]
 
 
-def test_fence_pr_unfences_then_fence_mpath_fences_with_the_same_keys(lio) -> None:  # type: ignore[no-untyped-def]
-    with mpath_cluster(lio, "fence_pr", PR) as c:
+def test_fence_pr_unfences_then_fence_mpath_fences_with_the_same_keys(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
+    with mpath_cluster(clean_iscsi, "fence_pr", PR) as c:
         before = both_unfenced(c, "fence_pr")
         holder = reservation_key(c)
         switch(c, "fence_mpath", MPATH, ("node_keys",), gone="fence_pr")
