@@ -5,13 +5,13 @@ PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := qemu-system-x86 busybox-static cpio kmod file gzip xz-utils iproute2 \
 	open-iscsi sg3-utils nvme-cli udev multipath-tools lvm2 lvm2-lockd libcap2-bin \
 	fdisk python3-venv python3-rtslib-fb python3-pyudev fence-agents libxml2-utils xsltproc \
-	corosync pacemaker pacemaker-cli-utils pcs crmsh socat
+	corosync pacemaker pacemaker-cli-utils pcs crmsh socat strace
 # The Debian package build (packaging/build-deb) and the RPM spec check (rpmspec -P).
 SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
 	python3-tenacity rpm lintian mmdebstrap
 LAB_KERNELS ?= 7.3 6.12
 
-.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability lab-slow qemu-guests fence-agents-check bench-deps bench-plot \
+.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability lab-slow qemu-guests fence-agents-check bench-deps bench-plot profile \
 	peers 	clean
 
 setup: packages venv kernels
@@ -91,6 +91,10 @@ lab-slow: setup
 	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/cluster/test_cluster3.py \
 		tests/lab/cluster/test_cluster.py tests/lab/faults/test_fault_matrix.py \
 		tests/lab/agent/test_watchdog_check.py tests/lab/agent/test_agent_discovery.py
+
+# Where a 1-LUN and a 4-LUN `off` spend their time (imports, fork, lock, PR commands; issue 17).
+profile: setup
+	$(PY) -m tests.lab.tools.profile
 
 # Real QEMU (scsi-block, pr-manager-helper) in front of fence_pr_helper: every scenario, and
 # side by side with Debian's qemu-pr-helper (docs/helper.md). Not in CI yet (see the test).
