@@ -78,10 +78,6 @@ def paths_per_lun(c: Cluster) -> int:
 
 # --- the cluster's view ----------------------------------------------------------------------
 
-def both_online(c: Cluster) -> bool:
-    return all(n.online() == {"node1", "node2"} for n in c.nodes)
-
-
 FENCING = ("off", "reboot")  # Pacemaker asks for reboot; fence_pr has no reboot: off runs
 
 
@@ -97,23 +93,18 @@ def wait_unfenced(c: Cluster, node: str, ons_before: int) -> None:
 def restart(c: Cluster, name: str) -> float:
     """Stop whatever runs of `name`, start corosync and Pacemaker again, wait until it is
     online and unfenced; returns the seconds from start to unfenced."""
-    n = c[name]
     ons = len(c["node1"].fence_successes(name, ("on",)))
-    n.kill_daemons()
-    c.wait(lambda: c["node1"].online() == {"node1"}, f"node1 to see {name} gone", 120)
+    started = c.restart_node(name)
     t0 = time.monotonic()
-    n.start()
-    c.wait(lambda: both_online(c), f"{name} back online in both views", START_TIMEOUT)
-    c.wait_fencer(n)
     wait_unfenced(c, name, ons)
-    return time.monotonic() - t0
+    return started + time.monotonic() - t0
 
 
 # --- scenarios, in order ---------------------------------------------------------------------
 
 def test_nodes_unfence_themselves_when_the_cluster_starts(cl, capsys) -> None:  # type: ignore[no-untyped-def]
     t0 = time.monotonic()
-    cl.wait(lambda: both_online(cl), "node1 and node2 online in both nodes' crm_mon",
+    cl.wait(cl.online_everywhere, "node1 and node2 online in both nodes' crm_mon",
             START_TIMEOUT)
     for node in ("node1", "node2"):
         wait_unfenced(cl, node, 0)

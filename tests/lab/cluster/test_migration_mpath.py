@@ -17,25 +17,22 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ..fixtures.cluster import Cluster
-from ..fixtures.peers import Multipathd
+from ..fixtures.peers import Multipathd, MultipathdRelay
 from ..fixtures.scenario import START_TIMEOUT
-from ..fixtures.topology import scsi_keys, wait_for
+from ..fixtures.topology import scsi_keys
 
 pytestmark = pytest.mark.extra
 
 KEY = {"node1": 0x1, "node2": 0x2}
 MPATH = {"pcmk_host_map": "node1:1;node2:2"}
 PR = {"node_keys": "node1=1,node2=2"}
-SOCKET = "/org/kernel/linux/storage/multipathd"
 
 
 @contextlib.contextmanager
@@ -48,30 +45,19 @@ def mpath_cluster(lab, agent_type: str,  # type: ignore[no-untyped-def]
     links = {f"node{n}": {f"lun{lun.index}": lab.maps[n][lun.index] for lun in luns}
              for n in (1, 2)}
     mpd = Multipathd(lab, {1: KEY["node1"], 2: KEY["node2"]})
-    relays: list[subprocess.Popen[bytes]] = []
-    sockdir = Path(tempfile.mkdtemp(prefix="fence_pr-mpathd-"))  # 0700, root's
+    relay = MultipathdRelay()
     c = Cluster(Path(f"/tmp/fence_pr-migration-{agent_type}"), links,
                 stonith_params=params, agent_type=agent_type)
     c.luns = luns  # type: ignore[attr-defined]
     try:
-        relays.append(subprocess.Popen(
-            ["socat", f"UNIX-LISTEN:{sockdir}/s,fork,mode=600", f"ABSTRACT-CONNECT:{SOCKET}"]))
-        wait_for(lambda: (sockdir / "s").exists(), "socat's socket to multipathd", 30)
         c.build()
         for n in c.nodes:  # before the cluster starts: its first `on` already asks multipathd
-            relays.append(subprocess.Popen(
-                [*n.nsenter(), "socat", f"ABSTRACT-LISTEN:{SOCKET},fork",
-                 f"UNIX-CONNECT:{sockdir}/s"]))
-            wait_for(lambda n=n: n.run("multipathd", "show", "daemon", check=False)
-                     .returncode == 0, f"multipathd to answer inside {n.name}", 60)
+            relay.into(n)
         c.start()
         yield c
     finally:
         c.teardown()
-        for r in relays:
-            r.kill()
-            r.wait()
-        shutil.rmtree(sockdir, ignore_errors=True)
+        relay.close()
         mpd.stop()
 
 
