@@ -11,7 +11,7 @@ SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all pyth
 	python3-tenacity rpm lintian mmdebstrap
 LAB_KERNELS ?= 7.3 6.12
 
-.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability lab-slow qemu-guests fence-agents-check bench-deps bench-plot profile \
+.PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability lab-slow qemu-guests fence-agents-check bench-deps bench-plot profile bench-cluster \
 	peers 	clean
 
 setup: packages venv kernels
@@ -91,6 +91,11 @@ lab-slow: setup
 	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/cluster/test_cluster3.py \
 		tests/lab/cluster/test_cluster.py tests/lab/faults/test_fault_matrix.py \
 		tests/lab/agent/test_watchdog_check.py tests/lab/agent/test_agent_discovery.py
+
+# Fencing as Pacemaker times it: stonith_admin --fence and node loss, fence_pr beside
+# fence_scsi and fence_mpath, 1 and 4 LUNs, 5 runs each (about 2 h under TCG).
+bench-cluster: setup
+	$(PY) -m tests.lab.tools.bench_cluster
 
 # Where a 1-LUN and a 4-LUN `off` spend their time (imports, fork, lock, PR commands; issue 17).
 profile: setup

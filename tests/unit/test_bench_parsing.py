@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.lab.tools.bench import table
+from typing import Any
+
+from tests.lab.tools.bench import cluster_table, table
+from tests.lab.tools.bench_cluster import merged
 from tests.lab.tools.bench_plot import series
 from tests.lab.tools.bench_trace import commands
 
@@ -89,3 +92,33 @@ def test_monitoring_rows_get_their_own_table_and_the_off_rows_stay_off() -> None
 
 def test_no_monitoring_rows_no_monitoring_table() -> None:
     assert "being monitored" not in table(results({}), "7.3", 5400.0)
+
+
+def test_the_cluster_table_has_medians_ratios_failures_and_the_4_lun_target() -> None:
+    rows: list[dict[str, Any]] = [
+        {"agent": "fence_scsi", "luns": 4, "request": [30.0, 32.0, 31.0], "loss": [50.0],
+         "failed": ["run 2 loss: timed out"]},
+        {"agent": "fence_pr", "luns": 4, "request": [10.0, 12.0, 11.0], "loss": [40.0, 42.0],
+         "failed": []},
+        {"agent": "fence_mpath", "luns": 4, "skipped": "multipathd: gone"},
+    ]
+    text = cluster_table(rows)
+    lines = text.splitlines()
+    pr = lines.index("| 4 | fence_pr | 11.00 s | 41.00 s | 3 / 2 | 1.0x |")
+    assert lines[pr + 1] == "| 4 | fence_scsi | 31.00 s | 50.00 s | 3 / 1 | 2.8x |"
+    assert lines[pr + 2] == "| 4 | fence_mpath | not run: multipathd: gone | | | |"
+    assert "- fence_scsi at 4 LUNs, run 2 loss: timed out" in lines
+    assert "At 4 LUNs fence_scsi's request to completion is 2.82x fence_pr's (target at " \
+        "least 2x)." in lines
+
+
+def test_no_cluster_rows_no_section() -> None:
+    assert cluster_table([]) == ""
+
+
+def test_a_cluster_run_replaces_only_its_own_rows() -> None:
+    old = [{"agent": "fence_pr", "luns": 1, "request": [1.0]},
+           {"agent": "fence_pr", "luns": 4, "request": [2.0]}]
+    new = [{"agent": "fence_pr", "luns": 4, "request": [3.0]}]
+    assert merged(old, new) == [{"agent": "fence_pr", "luns": 4, "request": [3.0]},
+                                {"agent": "fence_pr", "luns": 1, "request": [1.0]}]

@@ -4,19 +4,19 @@ docs/bench.md."""
 
 from __future__ import annotations
 
-import argparse
 import json
+import statistics
 import sys
 import time
-from typing import cast
+from typing import Any, cast
 
-from ..runner.kernels import KERNELS
-from ..runner.vm import PROJECT, LabError, run
-from . import bench_plot, bench_startup
+from ..runner.vm import PROJECT
+from . import bench_plot, bench_startup, guestrun
 
 AGENTS = ("fence_pr", "fence_scsi", "fence_mpath")
 OUT = PROJECT / "docs/bench.md"
 RAW = PROJECT / "docs/bench-results.json"
+CLUSTER_RAW = PROJECT / "docs/bench-cluster.json"
 
 
 def merge(old: list[dict[str, object]], new: list[dict[str, object]],
@@ -153,41 +153,74 @@ fence_mpath's runs.
 """
 
 
+def cluster_table(rows: list[dict[str, Any]]) -> str:
+    """`make bench-cluster`'s results (docs/bench-cluster.json): request to completion and
+    node loss to fenced, per agent and N, against issue 17's target for 4 LUNs."""
+    if not rows:
+        return ""
+    lines = ["## Fencing as Pacemaker times it (`make bench-cluster`)", "",
+             "| LUNs | agent | `stonith_admin --fence` request to completion (median) | "
+             "node loss to fenced (median) | runs | x fence_pr (request) |",
+             "|---:|---|---:|---:|---:|---:|"]
+    med = {(r["agent"], r["luns"]): statistics.median(r["request"]) for r in rows
+           if r.get("request")}
+    failures = []
+    for r in sorted(rows, key=lambda r: (r["luns"], AGENTS.index(r["agent"]))):
+        n, agent = r["luns"], r["agent"]
+        if "skipped" in r:
+            lines.append(f"| {n} | {agent} | not run: {r['skipped']} | | | |")
+            continue
+        req = f"{med[(agent, n)]:.2f} s" if (agent, n) in med else "none"
+        loss = f"{statistics.median(r['loss']):.2f} s" if r.get("loss") else "none"
+        base = med.get(("fence_pr", n))
+        ratio = f"{med[(agent, n)] / base:.1f}x" if base and (agent, n) in med else ""
+        lines.append(f"| {n} | {agent} | {req} | {loss} | {len(r['request'])} / "
+                     f"{len(r['loss'])} | {ratio} |")
+        failures += [f"{agent} at {n} LUNs, {f}" for f in r.get("failed", [])]
+    lines.append("")
+    if failures:
+        lines += ["Failed runs (not in the medians):", ""] + [f"- {f}" for f in failures] + [""]
+    pr4, scsi4 = med.get(("fence_pr", 4)), med.get(("fence_scsi", 4))
+    if pr4 and scsi4:
+        lines.append(f"At 4 LUNs fence_scsi's request to completion is {scsi4 / pr4:.2f}x "
+                     "fence_pr's (target at least 2x).")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_doc(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
+    """docs/bench.md from the last `make bench` and the last `make bench-cluster`."""
+    text = table(results, kernel, host_s)
+    rows = json.loads(CLUSTER_RAW.read_text())["results"] if CLUSTER_RAW.exists() else []
+    OUT.write_text(DOC_HEAD + text + ("\n" + cluster_table(rows) if rows else ""))
+    return text
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--kernel", default="7.3", choices=KERNELS)
-    ap.add_argument("--luns", default="1,16,64,256")
-    ap.add_argument("--runs", type=int, default=3)
+    ap = guestrun.parser(__doc__, "1,16,64,256", 3)
     ap.add_argument("--agents", default=",".join(AGENTS))
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/bench.md")
     a = ap.parse_args()
-    cmd = (f".venv/bin/python -m tests.lab.tools.bench_guest --luns {a.luns} --runs {a.runs} "
-           f"--agents {a.agents}")
-    print(f"[bench] booting kernel {a.kernel}: {cmd}", flush=True)
     t0 = time.monotonic()
-    try:
-        r = run(cmd, kernel=a.kernel, stream=True, timeout=4 * 3600)
-    except LabError as e:
-        print(f"[bench] FAILED: {e}", file=sys.stderr)
+    got = guestrun.results(
+        f".venv/bin/python -m tests.lab.tools.bench_guest --luns {a.luns} --runs {a.runs} "
+        f"--agents {a.agents}", a.kernel, "BENCH", 4 * 3600, "bench")
+    if got is None:
         return 1
+    results: list[dict[str, object]] = got
     host_s = time.monotonic() - t0
-    if r.rc != 0:
-        sys.stderr.write(r.stderr[-5000:])
-        print("[bench] guest kernel log tail:\n" + "\n".join(r.dmesg.splitlines()[-40:]))
-        return r.rc
-    results = parse(r.stdout)
     agents = a.agents.split(",")
     if set(agents) != set(AGENTS) and RAW.exists():
         old = json.loads(RAW.read_text())
         results = merge(old["results"], results, agents)
         host_s = float(old["host_s"])
-    text = table(results, a.kernel, host_s)
-    print(text)
-    if not a.no_write:
-        RAW.write_text(json.dumps({"results": results, "host_s": host_s}, indent=1) + "\n")
-        OUT.write_text(DOC_HEAD + text)
-        print(f"[bench] wrote {OUT.relative_to(PROJECT)}")
-        print(f"[bench] wrote {bench_plot.plot(results).relative_to(PROJECT)}")
+    if a.no_write:
+        print(table(results, a.kernel, host_s))
+        return 0
+    RAW.write_text(json.dumps({"results": results, "host_s": host_s}, indent=1) + "\n")
+    print(write_doc(results, a.kernel, host_s))
+    print(f"[bench] wrote {OUT.relative_to(PROJECT)}")
+    print(f"[bench] wrote {bench_plot.plot(results).relative_to(PROJECT)}")
     return 0
 
 

@@ -3,13 +3,10 @@ LUNs x 2 paths (tests/lab/tools/profile_guest.py), against the floor every Pytho
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from typing import Any
 
-from ..runner.kernels import KERNELS
-from ..runner.vm import LabError, run
+from . import guestrun
 
 
 def summary(results: list[dict[str, Any]]) -> str:
@@ -33,24 +30,14 @@ def summary(results: list[dict[str, Any]]) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--kernel", default="7.3", choices=KERNELS)
-    ap.add_argument("--luns", default="1,4")
-    ap.add_argument("--runs", type=int, default=5)
+    ap = guestrun.parser(__doc__, "1,4", 5)
     a = ap.parse_args()
-    cmd = f".venv/bin/python -m tests.lab.tools.profile_guest --luns {a.luns} --runs {a.runs}"
-    print(f"[profile] booting kernel {a.kernel}: {cmd}", flush=True)
-    try:
-        r = run(cmd, kernel=a.kernel, stream=True, timeout=3600)
-    except LabError as e:
-        print(f"[profile] FAILED: {e}", file=sys.stderr)
+    got = guestrun.results(
+        f".venv/bin/python -m tests.lab.tools.profile_guest --luns {a.luns} --runs {a.runs}",
+        a.kernel, "PROFILE", 3600, "profile")
+    if got is None:
         return 1
-    if r.rc != 0:
-        sys.stderr.write(r.stderr[-5000:])
-        return r.rc
-    results = [json.loads(line[8:]) for line in r.stdout.splitlines()
-               if line.startswith("PROFILE ")]
-    print(summary(results))
+    print(summary(got))
     return 0
 
 
