@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.lab.tools.bench import cluster_table, table
+from tests.lab.tools.bench import cluster_table, table, with_section
 from tests.lab.tools.bench_cluster import merged
 from tests.lab.tools.bench_plot import series
 from tests.lab.tools.bench_trace import commands
@@ -122,3 +122,14 @@ def test_a_cluster_run_replaces_only_its_own_rows() -> None:
     new = [{"agent": "fence_pr", "luns": 4, "request": [3.0]}]
     assert merged(old, new) == [{"agent": "fence_pr", "luns": 4, "request": [3.0]},
                                 {"agent": "fence_pr", "luns": 1, "request": [1.0]}]
+
+
+def test_a_run_renews_its_own_section_and_keeps_the_analysis_around_it() -> None:
+    generated = with_section("", "bench", "old table")
+    doc = "# Bench\n\nintro\n\n" + generated + "\n## Analysis\n\nkept\n"
+    renewed = with_section(doc, "bench", "new table\n")
+    assert "new table" in renewed and "old table" not in renewed
+    assert renewed.startswith("# Bench\n\nintro\n\n") and renewed.endswith("## Analysis\n\nkept\n")
+    both = with_section(renewed, "bench-cluster", "cluster table")
+    assert both.endswith("<!-- /bench-cluster -->\n") and "## Analysis" in both
+    assert with_section(both, "bench-cluster", "again").count("bench-cluster: written") == 1

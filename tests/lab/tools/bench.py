@@ -188,11 +188,29 @@ def cluster_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def with_section(doc: str, name: str, body: str) -> str:
+    """`doc` with the part `make <name>` generates replaced by `body`, between two marker
+    comments (appended, with its markers, where there is none yet): the analysis written
+    around the figures stays when a run renews them."""
+    begin = f"<!-- {name}: written by `make {name}`; edits inside are lost -->"
+    end = f"<!-- /{name} -->"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    if begin in doc and end in doc:
+        head, _, rest = doc.partition(begin)
+        return head + block + rest.partition(end)[2]
+    return doc.rstrip() + "\n\n" + block + "\n"
+
+
 def write_doc(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
-    """docs/bench.md from the last `make bench` and the last `make bench-cluster`."""
+    """docs/bench.md's generated parts from the last `make bench` and the last `make
+    bench-cluster`; everything else in it is kept."""
     text = table(results, kernel, host_s)
+    doc = OUT.read_text() if OUT.exists() else DOC_HEAD
+    doc = with_section(doc, "bench", text)
     rows = json.loads(CLUSTER_RAW.read_text())["results"] if CLUSTER_RAW.exists() else []
-    OUT.write_text(DOC_HEAD + text + ("\n" + cluster_table(rows) if rows else ""))
+    if rows:
+        doc = with_section(doc, "bench-cluster", cluster_table(rows))
+    OUT.write_text(doc)
     return text
 
 
