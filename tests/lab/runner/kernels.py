@@ -172,18 +172,20 @@ def fetch(spec: KernelSpec) -> str:
     return rel
 
 
-def cache_lock() -> int:
+def cache_lock(name: str = ".lock") -> int:
     """Hold the cache for one `make setup` at a time: two checkouts on one machine (two CI
     jobs, or a demo beside a test run) share it, and one's unpack or clean-up of the .debs
-    pulled the other's from under it (measured: "expected 1, got 0" at the glob)."""
+    pulled the other's from under it (measured: "expected 1, got 0" at the glob).  `name`:
+    a lock of its own for a part of the cache that takes long to build."""
     CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(CACHE / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    path = CACHE / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     if os.fstat(fd).st_uid != os.getuid():
-        raise SystemExit(f"lab: {CACHE / '.lock'} is not owned by this user; remove it")
+        raise SystemExit(f"lab: {path} is not owned by this user; remove it")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        print(f"lab: another `make setup` holds {CACHE}; waiting for it", file=sys.stderr)
+        print(f"lab: another run holds {path}; waiting for it", file=sys.stderr)
         fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
 
