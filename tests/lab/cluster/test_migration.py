@@ -13,7 +13,6 @@ the map with sg_persist, which answers EIO through the lab's hand-made maps (mea
 
 from __future__ import annotations
 
-import re
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from fence_pr.keys import fence_scsi_key
 
 from ..fixtures.cluster import CLUSTER_NAME, Cluster
 from ..fixtures.scenario import START_TIMEOUT, two_node_cluster
-from ..fixtures.topology import scsi_keys
+from ..fixtures.topology import scsi_keys, scsi_reservation_key
 
 pytestmark = pytest.mark.extra
 
@@ -67,12 +66,7 @@ def registered(c: Cluster, node: str) -> list[int]:
 
 def reservation_key(c: Cluster) -> int:
     """The key holding LUN 0's reservation, as the target says."""
-    out = subprocess.run(["sg_persist", "-n", "--in", "--read-reservation",
-                          c.luns[0].paths[(1, 0)].dev],  # type: ignore[attr-defined]
-                         capture_output=True, text=True, check=True).stdout
-    m = re.search(r"Key=0x([0-9a-f]+)", out)
-    assert m, f"no reservation on LUN 0: {out}"
-    return int(m.group(1), 16)
+    return scsi_reservation_key(c.luns[0].paths[(1, 0)].dev)  # type: ignore[attr-defined]
 
 
 def test_the_resource_sets_every_option_fence_scsi_has() -> None:

@@ -16,8 +16,6 @@ peers` runs it (marker `extra`), CI does not: two cluster starts.
 from __future__ import annotations
 
 import contextlib
-import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import pytest
 from ..fixtures.cluster import Cluster
 from ..fixtures.peers import Multipathd, MultipathdRelay
 from ..fixtures.scenario import START_TIMEOUT
-from ..fixtures.topology import scsi_keys
+from ..fixtures.topology import scsi_keys, scsi_reservation_key
 
 pytestmark = pytest.mark.extra
 
@@ -68,12 +66,8 @@ def registered(c: Cluster, node: str) -> list[int]:
 
 
 def reservation_key(c: Cluster) -> int:
-    out = subprocess.run(["sg_persist", "-n", "--in", "--read-reservation",
-                          c.luns[0].paths[(1, 0)].dev],  # type: ignore[attr-defined]
-                         capture_output=True, text=True, check=True).stdout
-    m = re.search(r"Key=0x([0-9a-f]+)", out)
-    assert m, f"no reservation on LUN 0: {out}"
-    return int(m.group(1), 16)
+    """The key holding LUN 0's reservation, as the target says."""
+    return scsi_reservation_key(c.luns[0].paths[(1, 0)].dev)  # type: ignore[attr-defined]
 
 
 def both_unfenced(c: Cluster, by: str) -> dict[str, list[int]]:
@@ -97,27 +91,24 @@ def switch(c: Cluster, agent_type: str, params: dict[str, str], drop: tuple[str,
                f"Pacemaker's unfencing of {node} with {agent_type}", START_TIMEOUT)
 
 
-def test_fence_mpath_unfences_then_fence_pr_fences_with_the_same_keys(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
-    with mpath_cluster(clean_iscsi, "fence_mpath", MPATH) as c:
-        before = both_unfenced(c, "fence_mpath")
+@pytest.mark.parametrize(("first", "then"), [
+    (("fence_mpath", MPATH, ("node_keys",)), ("fence_pr", PR, ("pcmk_host_map",))),
+    (("fence_pr", PR, ("pcmk_host_map",)), ("fence_mpath", MPATH, ("node_keys",))),
+], ids=["fence_mpath-to-fence_pr", "fence_pr-to-fence_mpath"])
+def test_one_agent_unfences_then_the_other_fences_with_the_same_keys(  # type: ignore[no-untyped-def]
+        clean_iscsi, first: tuple[str, dict[str, str], tuple[str, ...]],
+        then: tuple[str, dict[str, str], tuple[str, ...]]) -> None:
+    """`first` unfences both nodes; only the agent and where its keys are written change to
+    `then` (the other agent's key option dropped), which fences node2."""
+    agent, params, _ = first
+    new_agent, new_params, drop = then
+    with mpath_cluster(clean_iscsi, agent, params) as c:
+        before = both_unfenced(c, agent)
         holder = reservation_key(c)
-        switch(c, "fence_pr", PR, ("pcmk_host_map",), gone="fence_mpath")
+        switch(c, new_agent, new_params, drop, gone=agent)
         assert {node: registered(c, node) for node in KEY} == before
         assert reservation_key(c) == holder, "the reservation moved when the agent changed"
         r = c["node1"].fence("node2")
         assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{c.diagnostics()}"
-        assert registered(c, "node2") == [0, 0], "node2's key survived fence_pr's off"
-        assert registered(c, "node1") == [2, 2]
-
-
-def test_fence_pr_unfences_then_fence_mpath_fences_with_the_same_keys(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
-    with mpath_cluster(clean_iscsi, "fence_pr", PR) as c:
-        before = both_unfenced(c, "fence_pr")
-        holder = reservation_key(c)
-        switch(c, "fence_mpath", MPATH, ("node_keys",), gone="fence_pr")
-        assert {node: registered(c, node) for node in KEY} == before
-        assert reservation_key(c) == holder, "the reservation moved when the agent changed"
-        r = c["node1"].fence("node2")
-        assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{c.diagnostics()}"
-        assert registered(c, "node2") == [0, 0], "node2's key survived fence_mpath's off"
+        assert registered(c, "node2") == [0, 0], f"node2's key survived {new_agent}'s off"
         assert registered(c, "node1") == [2, 2]
