@@ -61,11 +61,12 @@ def _is_dynamic(elf: Path) -> bool:
     return any(struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 3 for i in range(phnum))
 
 
-def build_initrd(spec: KernelSpec) -> Path:
-    """A busybox initramfs with the 9p/overlay modules, cached by content."""
+def build_initrd(spec: KernelSpec, init_script: Path = HERE / "guest/init") -> Path:
+    """A busybox initramfs with the 9p/overlay modules and `init_script` as its /init (the
+    machine lab has its own), cached by content."""
     release = kernel_release(spec)
     busybox = Path("/bin/busybox")
-    init = (HERE / "guest/init").read_bytes()
+    init = init_script.read_bytes()
     digest = hashlib.sha256(init + release.encode() + busybox.read_bytes()[:4096]).hexdigest()
     out = CACHE / f"initrd-{release}-{digest[:12]}.cpio.gz"
     if out.exists():

@@ -1,0 +1,42 @@
+"""Machine-lab scenarios (issue 15) run on the host: each boots its own QEMU machines
+(tests/lab/machines).  They are marked `lab` so that `make unit` leaves them out, and
+`machines`: `make machines` runs them.  A machine lab that cannot start fails the test with
+what was missing, never skips it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lab.machines.lab import MachineLab
+
+HERE = Path(__file__).parent
+IMAGE = os.environ.get("LAB_MACHINE_IMAGE", "debian12")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.lab)
+            item.add_marker(pytest.mark.machines)
+
+
+@pytest.fixture(scope="module")
+def machine_lab(request: pytest.FixtureRequest) -> Iterator[MachineLab]:
+    """Storage plus two Debian nodes, started and every node unfenced."""
+    if os.geteuid() != 0:
+        pytest.fail("the machine lab needs root (network namespaces, taps)", pytrace=False)
+    lab = MachineLab(IMAGE, nodes=2, luns=2)
+    try:
+        lab.start()
+    except BaseException:
+        print(lab.diagnostics())
+        lab.stop()
+        raise
+    yield lab
+    if request.session.testsfailed:
+        print(lab.diagnostics())
+    lab.stop()

@@ -1,0 +1,55 @@
+"""The core machine-lab scenarios: a cluster of real machines starts and unfences itself,
+fences a peer on request, and fences a node that lost power on its own (issue 15)."""
+
+from __future__ import annotations
+
+from tests.lab.machines.lab import MachineLab
+
+
+def test_cluster_start_unfences_every_node(machine_lab: MachineLab) -> None:
+    lab = machine_lab
+    for name in lab.nodes:
+        assert lab.has_keys(name) is True, lab.keys()
+        ons = [e for e in lab.fence_history("node1", name)
+               if e.action == "on" and e.status == "success"]
+        assert ons, f"no successful unfencing of {name}: {lab.fence_history('node1')}"
+        assert all(lab.writes(name).values()), f"{name} cannot write: {lab.writes(name)}"
+
+
+def test_fence_from_peer(machine_lab: MachineLab) -> None:
+    """`stonith_admin --fence node2` on node1: node2's keys leave every path of every LUN
+    and the namespace, node2's writes are refused, node1's are not; node2, power-cycled,
+    rejoins and unfences itself."""
+    lab = machine_lab
+    r = lab.nodes["node1"].run("stonith_admin --fence node2 --timeout 300", timeout=400)
+    assert r.rc == 0, f"stonith_admin --fence node2: {r.rc} {r.err}\n{lab.diagnostics()}"
+    assert lab.has_keys("node2") is False, lab.keys()
+    assert lab.has_keys("node1") is True, lab.keys()
+    assert not any(lab.writes("node2").values()), lab.writes("node2")
+    assert all(lab.writes("node1").values()), lab.writes("node1")
+    rejoin(lab, "node2")
+
+
+def test_power_loss(machine_lab: MachineLab) -> None:
+    """node2 loses power: node1 fences it on its own; node2 boots and unfences on rejoin."""
+    lab = machine_lab
+    lab.nodes["node2"].power_loss()
+    lab.wait_keys("node2", False, nominal=300)
+    offs = [e for e in lab.fence_history("node1", "node2")
+            if e.action in ("off", "reboot") and e.status == "success"]
+    assert offs, lab.fence_history("node1")
+    assert all(lab.writes("node1").values()), lab.writes("node1")
+    rejoin(lab, "node2")
+
+
+def rejoin(lab: MachineLab, name: str) -> None:
+    """Power-cycle `name` and wait for it online everywhere and registered everywhere."""
+    m = lab.nodes[name]
+    m.power_loss()
+    m.boot()
+    m.wait_up()
+    lab.wait_storage(m)
+    lab.wait_online()
+    lab.wait_registered(m)
+    lab.wait_keys(name, True)
+    assert all(lab.writes(name).values()), lab.writes(name)
