@@ -3,6 +3,10 @@ fences a peer on request, and fences a node that lost power on its own (issue 15
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from tests.lab.machines.lab import MachineLab
 
 
@@ -53,3 +57,42 @@ def rejoin(lab: MachineLab, name: str) -> None:
     lab.wait_registered(m)
     lab.wait_keys(name, True)
     assert all(lab.writes(name).values()), lab.writes(name)
+
+
+def test_partition_race(machine_lab: MachineLab) -> None:
+    """The cluster network cut between the two nodes: both fence at once, exactly one
+    survives with every key, the other's writes are refused on every LUN and the namespace.
+    FENCE_PR_MACHINE_RACES times (3 unless set; `make machines-races` runs 20), with the
+    tally printed and written to lab-out/."""
+    lab = machine_lab
+    races = int(os.environ.get("FENCE_PR_MACHINE_RACES", "3"))
+    tally: dict[str, int] = {}
+    for i in range(races):
+        lab.set_links("c", list(lab.nodes), up=False)
+        outcome = lab.storage.wait(lambda: one_survivor(lab),
+                                   f"race {i + 1}: one node registered everywhere and the "
+                                   "other nowhere", 400)
+        winner = next(n for n, v in outcome.items() if v)
+        loser = next(n for n, v in outcome.items() if v is False)
+        tally[winner] = tally.get(winner, 0) + 1
+        assert all(lab.writes(winner).values()), (i, winner, lab.writes(winner))
+        assert not any(lab.writes(loser).values()), (i, loser, lab.writes(loser))
+        offs = [e for e in lab.fence_history(winner, loser)
+                if e.action in ("off", "reboot") and e.status == "success"]
+        assert offs, (i, lab.fence_history(winner))
+        lab.nodes[loser].power_loss()
+        lab.set_links("c", list(lab.nodes), up=True)
+        rejoin(lab, loser)
+        print(f"race {i + 1}: {winner} survived", flush=True)
+    print(f"partition races on {lab.image}: {tally}")
+    out = Path("lab-out")
+    out.mkdir(exist_ok=True)
+    (out / f"machines-partition-{lab.image}.json").write_text(
+        json.dumps({"image": lab.image, "races": races, "survivors": tally}) + "\n")
+
+
+def one_survivor(lab: MachineLab) -> dict[str, bool | None] | None:
+    """The nodes' registrations once exactly one holds every key and the other none."""
+    s = lab.survivors()
+    return s if sorted(v is True for v in s.values()) == [False, True] and None not in \
+        s.values() else None

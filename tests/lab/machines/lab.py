@@ -236,6 +236,18 @@ class MachineLab:
             out[dev] = r.rc == 0
         return out
 
+    # --- faults ------------------------------------------------------------------------------
+
+    def set_links(self, net: str, names: list[str], up: bool) -> None:
+        """Cables of `names`' NICs on lab network `net` pulled (up=False) or plugged back."""
+        for name in names:
+            m = self.storage if name == "storage" else self.nodes[name]
+            self.net.set_link(m.taps[net], up)
+
+    def survivors(self) -> dict[str, bool | None]:
+        """Each node: registered everywhere (True), nowhere (False), or partly (None)."""
+        return {name: self.has_keys(name) for name in self.nodes}
+
     # --- the cluster's view ----------------------------------------------------------------
 
     def fence_history(self, name: str, target: str | None = None) -> list[FenceEvent]:
