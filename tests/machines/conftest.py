@@ -5,8 +5,9 @@ what was missing, never skips it."""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ from tests.lab.machines.lab import MachineLab
 
 HERE = Path(__file__).parent
 IMAGE = os.environ.get("LAB_MACHINE_IMAGE", "debian12")
+OUT = Path("lab-out")
+# scenario -> {"outcome": passed|failed, <what>: seconds}: lab-out/machines-<image>.json,
+# from which `python -m tests.lab.machines.table` writes docs/cluster.md's table.
+RESULTS: dict[str, dict[str, object]] = {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,3 +45,23 @@ def machine_lab(request: pytest.FixtureRequest) -> Iterator[MachineLab]:
     if request.session.testsfailed:
         print(lab.diagnostics())
     lab.stop()
+
+
+@pytest.fixture
+def latency(request: pytest.FixtureRequest) -> Callable[[str, float], None]:
+    """Record how long one step of this scenario took (seconds, host clock)."""
+    def record(what: str, seconds: float) -> None:
+        RESULTS.setdefault(request.node.name, {})[what] = round(seconds, 1)
+    return record
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if HERE in Path(report.fspath).parents and (report.when == "call" or report.failed):
+        RESULTS.setdefault(report.head_line or report.nodeid, {})["outcome"] = report.outcome
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if RESULTS:
+        OUT.mkdir(exist_ok=True)
+        (OUT / f"machines-{IMAGE}.json").write_text(
+            json.dumps({"image": IMAGE, "scenarios": RESULTS}, indent=1) + "\n")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shlex
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ class MachineLab:
         self.nodes: dict[str, Machine] = {}
         self.devices: list[str] = []
         self.token_ms = 10000
+        self.start_s = 0.0  # power-on of the storage to every node unfenced
 
     def _machine(self, name: str, index: int, nets: tuple[str, ...],
                  files: config.Files) -> Machine:
@@ -79,6 +81,7 @@ class MachineLab:
     def start(self) -> None:
         """Storage, then nodes, then the cluster as an admin finishes setting it up:
         every node online, the stonith resource created, every node unfenced."""
+        t0 = time.monotonic()
         self.net.create()
         self.storage.boot()
         self.storage.wait_up()
@@ -108,6 +111,7 @@ class MachineLab:
             self.wait_registered(m)
         for name in self.nodes:
             self.wait_keys(name, True)
+        self.start_s = time.monotonic() - t0
 
     def node_devices(self, m: Machine) -> list[str]:
         """The shared devices by the names every node has for them: one multipath map per
