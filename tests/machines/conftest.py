@@ -29,12 +29,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.machines)
 
 
-@pytest.fixture(scope="module")
-def machine_lab(request: pytest.FixtureRequest) -> Iterator[MachineLab]:
-    """Storage plus two Debian nodes, started and every node unfenced."""
+def started(request: pytest.FixtureRequest, nodes: int) -> Iterator[MachineLab]:
     if os.geteuid() != 0:
         pytest.fail("the machine lab needs root (network namespaces, taps)", pytrace=False)
-    lab = MachineLab(IMAGE, nodes=2, luns=2)
+    lab = MachineLab(IMAGE, nodes=nodes, luns=2)
     try:
         lab.start()
     except BaseException:
@@ -45,6 +43,18 @@ def machine_lab(request: pytest.FixtureRequest) -> Iterator[MachineLab]:
     if request.session.testsfailed:
         print(lab.diagnostics())
     lab.stop()
+
+
+@pytest.fixture(scope="module")
+def machine_lab(request: pytest.FixtureRequest) -> Iterator[MachineLab]:
+    """Storage plus two Debian nodes, started and every node unfenced."""
+    yield from started(request, 2)
+
+
+@pytest.fixture(scope="module")
+def machine_lab3(request: pytest.FixtureRequest) -> Iterator[MachineLab]:
+    """Storage plus three Debian nodes (quorum without two_node), every node unfenced."""
+    yield from started(request, 3)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def test_fence_from_peer(machine_lab: MachineLab, latency: Latency) -> None:
     assert lab.has_keys("node1") is True, lab.keys()
     assert not any(lab.writes("node2").values()), lab.writes("node2")
     assert all(lab.writes("node1").values()), lab.writes("node1")
-    latency("rejoin_to_unfenced", rejoin(lab, "node2"))
+    latency("rejoin_to_unfenced", lab.rejoin("node2"))
 
 
 def test_power_loss(machine_lab: MachineLab, latency: Latency) -> None:
@@ -52,24 +52,7 @@ def test_power_loss(machine_lab: MachineLab, latency: Latency) -> None:
             if e.action in ("off", "reboot") and e.status == "success"]
     assert offs, lab.fence_history("node1")
     assert all(lab.writes("node1").values()), lab.writes("node1")
-    latency("rejoin_to_unfenced", rejoin(lab, "node2"))
-
-
-def rejoin(lab: MachineLab, name: str) -> float:
-    """Power-cycle `name`, wait for it online everywhere and registered everywhere; the
-    seconds from power-on to its keys back on every path."""
-    m = lab.nodes[name]
-    m.power_loss()
-    t0 = time.monotonic()
-    m.boot()
-    m.wait_up()
-    lab.wait_storage(m)
-    lab.wait_online()
-    lab.wait_registered(m)
-    lab.wait_keys(name, True)
-    took = time.monotonic() - t0
-    assert all(lab.writes(name).values()), lab.writes(name)
-    return took
+    latency("rejoin_to_unfenced", lab.rejoin("node2"))
 
 
 def test_partition_race(machine_lab: MachineLab, latency: Latency) -> None:
@@ -98,7 +81,7 @@ def test_partition_race(machine_lab: MachineLab, latency: Latency) -> None:
         assert offs, (i, lab.fence_history(winner))
         lab.nodes[loser].power_loss()
         lab.set_links("c", list(lab.nodes), up=True)
-        rejoin(lab, loser)
+        lab.rejoin(loser)
         print(f"race {i + 1}: {winner} survived", flush=True)
     latency("cut_to_one_survivor_max", max(took))
     print(f"partition races on {lab.image}: {tally}")

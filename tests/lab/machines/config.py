@@ -164,7 +164,7 @@ def storage_login_script() -> str:
               "iscsiadm -m node -L all || echo 'fpl-storage: not every iSCSI login' >&2"]
     for net in STORAGE_NETS:
         lines += [f"nvme connect -t tcp -a {storage_addr(net)} -s {NVME_PORT} "
-                  f"-n {SUBSYS_NQN} -l 10 >/dev/null || "
+                  f"-n {SUBSYS_NQN} >/dev/null || "
                   f"echo 'fpl-storage: no NVMe/TCP on {storage_addr(net)}' >&2"]
     lines += ["udevadm settle -t 60", "exit 0"]
     return "\n".join(lines) + "\n"

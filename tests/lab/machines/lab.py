@@ -22,6 +22,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..fixtures.cluster import STONITH_ID, FenceEvent, cib_xml
 from . import config
@@ -70,7 +71,7 @@ class MachineLab:
                 "luns": self.nluns, "size_mb": 16,
                 "initiators": [config.node_iqn(n) for n in range(1, self.nnodes + 1)]}
 
-    def storage_call(self, *args: str) -> dict[str, object]:
+    def storage_call(self, *args: str) -> dict[str, Any]:
         cfg = shlex.quote(json.dumps(self.storage_cfg))
         r = self.storage.run(f"python3 {STORAGE_SCRIPT} {' '.join(args)} {cfg}", timeout=120,
                              check=True)
@@ -195,20 +196,36 @@ class MachineLab:
                         f"{STONITH_ID} | tail -5").out
             raise MachineError(f"{e}\npacemaker-fenced on {m.name} about it: {log}") from None
 
+    def rejoin(self, name: str) -> float:
+        """Power-cycle `name`, wait for it online everywhere and registered on every path;
+        the seconds from power-on to its keys back."""
+        m = self.nodes[name]
+        m.power_loss()
+        t0 = time.monotonic()
+        m.boot()
+        m.wait_up()
+        self.wait_storage(m)
+        self.wait_online()
+        self.wait_registered(m)
+        self.wait_keys(name, True)
+        took = time.monotonic() - t0
+        if not all(self.writes(name).values()):
+            raise MachineError(f"{name} rejoined but cannot write: {self.writes(name)}")
+        return took
+
     # --- what the storage holds ------------------------------------------------------------
 
     def keys(self) -> dict[str, NodeKeys]:
         """Each node's registrations as the targets hold them."""
         got = self.storage_call("keys")
-        luns: dict[str, dict[str, object]] = got["luns"]  # type: ignore[assignment]
-        nvme: dict[str, object] = got["nvme"]  # type: ignore[assignment]
+        luns, nvme = got["luns"], got["nvme"]
         out = {}
         for n in range(1, self.nnodes + 1):
             iqn, hid = config.node_iqn(n), config.host_id(n).replace("-", "")
-            per_lun = {lun: len([r for r in v["registrations"]  # type: ignore[attr-defined]
-                                 if r["initiator"] == iqn]) for lun, v in luns.items()}
+            per_lun = {lun: len([r for r in v["registrations"] if r["initiator"] == iqn])
+                       for lun, v in luns.items()}
             on_ns = any(str(r["hostid"]).replace("-", "").lower() == hid
-                        for r in nvme["registrations"])  # type: ignore[attr-defined]
+                        for r in nvme["registrations"])
             out[config.node_name(n)] = NodeKeys(per_lun, on_ns)
         return out
 

@@ -112,7 +112,8 @@ def keys(cfg: dict[str, Any]) -> dict[str, Any]:
     luns = {}
     for so in sorted(glob.glob("/sys/kernel/config/target/core/rd_mcp_*/lun*")):
         pr = Path(so) / "pr"
-        regs = [{"initiator": m["who"], "key": int(m["key"], 16)}
+        regs = [{"initiator": m["who"], "isid": (m["isid"] or "").removeprefix(",i,"),
+                 "key": int(m["key"], 16)}
                 for m in REG.finditer((pr / "res_pr_registered_i_pts").read_text())]
         luns[Path(so).name] = {"registrations": regs,
                                "reservation": (pr / "res_pr_type").read_text().strip(),
