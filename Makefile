@@ -107,14 +107,18 @@ qemu-guests: setup
 	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/agent/test_qemu_guests.py
 
 # The machine lab (issue 15): a storage machine and cluster nodes, each its own QEMU guest
-# booting Debian 12 (or 13: LAB_MACHINE_IMAGE=debian13) with systemd.  Its roots are built
-# once, from the Debian mirror apt uses (cold: about 6 min for Debian 12, 4 for 13).
+# booting Debian 12 and 13 with systemd; every scenario on both, 20 partition races each, then
+# the table in docs/cluster.md.  Its roots are built once, from the Debian mirror apt uses
+# (cold: about 6 min for Debian 12, 4 for 13).  One image: make machines MACHINE_IMAGES=debian12
+MACHINE_IMAGES ?= debian12 debian13
 machines-setup: setup
-	$(PY) -m tests.lab.machines.image
+	$(PY) -m tests.lab.machines.image $(MACHINE_IMAGES)
 
 machines: machines-setup
-	LAB_MACHINE_IMAGE=$${LAB_MACHINE_IMAGE:-debian12} $(PY) -m pytest -p no:cacheprovider \
-		-v --tb=short -m machines tests/machines
+	rc=0; for i in $(MACHINE_IMAGES); do \
+		LAB_MACHINE_IMAGE=$$i FENCE_PR_MACHINE_RACES=$${FENCE_PR_MACHINE_RACES:-20} \
+		$(PY) -m pytest -p no:cacheprovider -v --tb=short -m machines tests/machines || rc=1; \
+	done; $(PY) -m tests.lab.machines.table; exit $$rc
 
 # fence-agents' own checks on fence_pr inside a fence-agents source tree (apt-get source
 # fence-agents, or a checkout of the release with .tarball-version): FENCE_AGENTS_SRC=DIR.
