@@ -86,7 +86,6 @@ class MachineLab:
         self.net.create()
         self.storage.boot()
         self.storage.wait_up()
-        self.storage.run("systemctl is-system-running --wait", timeout=300)
         self.storage_call("setup")
         # corosync's token: what a scheduling stall of a TCG guest must not exceed, so the
         # nominal 10 s times the storage machine's pace (alone it is the fastest of them).

@@ -183,8 +183,12 @@ class Machine:
         return (self.xfer / "agent-up").exists()
 
     def wait_up(self, nominal: float = 180) -> None:
-        """Booted far enough to take commands, then its pace measured."""
+        """Booted: the command channel answers and systemd has reached multi-user.target
+        (addresses up, the machine's services started); then its pace is measured, on a
+        machine no longer busy booting."""
         self.wait(self.agent_up, f"{self.name} to boot to its command channel", nominal)
+        self.wait(lambda: self.run("systemctl is-active multi-user.target").out.strip()
+                  == "active", f"{self.name} to reach multi-user.target", nominal)
         self.measure_pace()
 
     def measure_pace(self) -> float:
