@@ -15,6 +15,10 @@ import pytest
 from ..fixtures.agentrun import Node
 from ..fixtures.topology import ScsiLun, ScsiPath, scsi_keys
 
+# `make lab-slow`: acting on every device is the agent's own logic, the same on every kernel;
+# out of CI for time (README, what runs where).
+pytestmark = pytest.mark.extra
+
 
 @pytest.fixture
 def lab(clean_lio) -> Iterator[object]:  # type: ignore[no-untyped-def]

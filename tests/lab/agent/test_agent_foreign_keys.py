@@ -7,11 +7,17 @@ so already off" would leave it writing while Pacemaker believes it fenced.
 
 from __future__ import annotations
 
+import pytest
+
 from fence_pr.pr import prh
 
 from ..fixtures.agentrun import Node
 from ..fixtures.io import opened
 from ..fixtures.topology import scsi_keys
+
+# `make lab-slow`: foreign keys are the agent's own logic, the same on every kernel;
+# out of CI for time (README, what runs where).
+pytestmark = pytest.mark.extra
 
 OTHER_SCHEME_KEY = 0x5EE0000000000002  # node2's key as another configuration made it
 

@@ -20,7 +20,7 @@ from ..fixtures.topology import check_paths, scsi_full_status, scsi_keys
 
 # dm over iSCSI on every kernel; the other two kinds differ from it in the device model, not in
 # the kernel's PR code, so they run on the first kernel only (`once`: CI's headroom, issue 13).
-@pytest.fixture(params=[pytest.param("dm-tcm_loop", marks=pytest.mark.once), "dm-iscsi",
+@pytest.fixture(params=[pytest.param("dm-tcm_loop", marks=pytest.mark.extra), "dm-iscsi",
                         pytest.param("sd-single-path", marks=pytest.mark.once)])
 def pair(request):  # type: ignore[no-untyped-def]
     lab = request.getfixturevalue("clean_iscsi" if "iscsi" in request.param else "clean_lio")

@@ -12,18 +12,21 @@ import sys
 import threading
 import time
 
-# Each guest's hard limit (run.py --timeout), and what the whole `.ci/run` may take: a lane
-# near either is a lane about to fail on a slower or busier machine.
-GUEST_LIMIT_S = 3600
+# What the whole `.ci/run` may take (a lane near it is a lane about to overrun on a slower or
+# busier machine), and when the lab gives up on a guest: measured from the start of `make
+# lab`, so that a guest that hangs is named in the output before CI's hard kill at 90 min
+# (lint, unit tests and setup come first: 4 min on a loaded machine).  It was 3,600 s per
+# guest: on 2026-12-06 a machine 1.33x slower than the lab's reference (pace.py, alone)
+# and loaded ran lane A for more than that, and the limit turned a slow but green run red.
 CI_BUDGET_S = 50 * 60
+LAB_DEADLINE_S = 80 * 60
 
 # Lane A's files on the first kernel, chosen so both lanes take about as long (each lane
 # prints its 30 slowest tests, and its time at the end); their tests not marked `once`
 # (tests/lab/conftest.py) run on the other kernels in lane B.
 LANE_A = ["tests/lab/cluster/test_cluster.py", "tests/lab/faults/test_fault_matrix.py",
           "tests/lab/agent/test_watchdog_check.py", "tests/lab/cluster/test_cluster_diagnosis.py",
-          "tests/lab/faults/test_reliability.py", "tests/lab/agent/test_unprivileged.py",
-          "tests/lab/agent/test_agent_every_device.py", "tests/lab/agent/test_agent_nvme.py"]
+          "tests/lab/faults/test_reliability.py", "tests/lab/agent/test_agent_nvme.py"]
 
 
 def lanes(kernels: list[str]) -> dict[str, list[list[str]]]:
@@ -55,13 +58,14 @@ class Failures:
 
 
 def run_lane(name: str, jobs: list[list[str]], results: dict[str, int],
-             times: list[str], failures: list[str]) -> None:
+             times: list[str], failures: list[str], deadline: float) -> None:
     rc = 0
     lane_start = time.monotonic()
     for job in jobs:
         t0 = time.monotonic()
+        limit = max(60.0, deadline - t0)
         p = subprocess.Popen([sys.executable, "-m", "tests.lab.runner.run",
-                              f"--timeout={GUEST_LIMIT_S}", *job],
+                              f"--timeout={limit:.0f}", *job],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert p.stdout is not None
         failed = Failures(f"{name}, kernel {job[1]}")
@@ -73,8 +77,8 @@ def run_lane(name: str, jobs: list[list[str]], results: dict[str, int],
         failures.extend(failed.seen)
         rc = rc or job_rc
         took = time.monotonic() - t0
-        times.append(f"[lab] lane {name}, kernel {job[1]}: {took:.0f}s of its {GUEST_LIMIT_S}s "
-                     f"guest limit ({100 * took / GUEST_LIMIT_S:.0f}%), exit {job_rc}")
+        times.append(f"[lab] lane {name}, kernel {job[1]}: {took:.0f}s (it had {limit:.0f}s "
+                     f"left before the lab's {LAB_DEADLINE_S // 60} min deadline), exit {job_rc}")
     took = time.monotonic() - lane_start
     times.append(f"[lab] lane {name}: {took:.0f}s, {100 * took / CI_BUDGET_S:.0f}% of CI's "
                  f"{CI_BUDGET_S // 60} min budget for the whole .ci/run")
@@ -87,7 +91,9 @@ def main() -> int:
     times: list[str] = []
     failures: list[str] = []
     start = time.monotonic()
-    threads = [threading.Thread(target=run_lane, args=(n, jobs, results, times, failures))
+    deadline = start + LAB_DEADLINE_S
+    threads = [threading.Thread(target=run_lane,
+                                args=(n, jobs, results, times, failures, deadline))
                for n, jobs in lanes(kernels).items()]
     for t in threads:
         t.start()
