@@ -47,8 +47,8 @@ def test_each_guest_gets_what_is_left_of_the_lab_deadline(monkeypatch: pytest.Mo
             return 0
 
     now = [1000.0]
-    monkeypatch.setattr(suite.subprocess, "Popen", Guest)
-    monkeypatch.setattr(suite.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("tests.lab.runner.suite.subprocess.Popen", Guest)
+    monkeypatch.setattr("tests.lab.runner.suite.time.monotonic", lambda: now[0])
     results: dict[str, int] = {}
     times: list[str] = []
     suite.run_lane("B", [["--kernel", "7.3"], ["--kernel", "6.12"]], results, times, [],
