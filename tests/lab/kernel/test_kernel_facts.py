@@ -188,9 +188,12 @@ def test_unprivileged_writer_may_register(clean_lio) -> None:  # type: ignore[no
     """No capabilities at all, but a write-open descriptor: the "out" ioctls are allowed."""
     dev = clean_lio.luns[2].paths[(1, 1)].dev
     # The checkout may sit in a directory only root can enter (mktemp -d): give the
-    # unprivileged process its own world-readable copy of the package.
+    # unprivileged process its own world-readable copy of the package.  Without its
+    # bytecode: the other lane's guest rewrites __pycache__ in the shared checkout, and a .pyc
+    # listed here and replaced there is gone by the time it is copied (ENOENT, 2026-12-06).
     root = tempfile.mkdtemp()
-    shutil.copytree(Path(prh.__file__).parents[1], Path(root) / "fence_pr")  # the package
+    shutil.copytree(Path(prh.__file__).parents[1], Path(root) / "fence_pr",  # the package
+                    ignore=shutil.ignore_patterns("__pycache__"))
     for d, _, files in os.walk(root):
         os.chmod(d, 0o755)
         for f in files:
