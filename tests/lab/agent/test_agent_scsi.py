@@ -13,9 +13,8 @@ import errno
 import pytest
 
 from ..fixtures.agentrun import KEYS, Node
-from ..fixtures.io import write_block
 from ..fixtures.iscsi import node_iqn
-from ..fixtures.topology import check_paths, scsi_full_status, scsi_keys
+from ..fixtures.topology import check_paths, scsi_full_status, scsi_keys, write_after_checks
 
 
 # dm over iSCSI on every kernel; the other two kinds differ from it in the device model, not in
@@ -34,8 +33,9 @@ def pair(request):  # type: ignore[no-untyped-def]
 
 
 def writes(lab, devices: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
-    check_paths(lab.maps)  # as multipathd's checker would, after the unit attentions
-    return [write_block(d) for d in devices]
+    """Each device's write outcome, paths checked as multipathd's checker would after the
+    unit attentions (write_after_checks)."""
+    return [write_after_checks(lab.maps, d) for d in devices]
 
 
 def registered(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]

@@ -20,12 +20,10 @@ from ..fixtures.io import write_block
 from ..fixtures.prhelper import Client, device_nodes, running_helper
 from ..fixtures.scenario import kernel_at_least
 from ..fixtures.topology import (
-    check_paths,
-    dm_path_states,
     group_access,
     scsi_full_status,
     scsi_keys,
-    wait_for,
+    write_after_checks,
 )
 
 A, B = 0xA1A1, 0xB2B2
@@ -68,37 +66,17 @@ def test_guest_a_preempts_and_aborts_guest_b_through_the_helper(clean_iscsi) -> 
                        scsi_type=WE_RO, flags=os.O_RDONLY)
             assert (ro.status, ro.sense_key) == (2, (0x05, 0x20, 0)), ro
             assert sorted(scsi_keys(probe)) == [A, A, B, B]
-            check_paths(lab.maps)
-            assert write_block(map_b) == 0, "B registered under WE_RO writes"
+            assert write_after_checks(lab.maps, map_b) == 0, "B registered under WE_RO writes"
             got = a.out(map_a, wire.OutAction.PREEMPT_AND_ABORT, key=A, sa_key=B,
                         scsi_type=WE_RO)
             assert got.status == 0, got
             assert sorted(scsi_keys(probe)) == [A, A]
             for p in lun.node_paths(2):
                 assert write_block(p.dev) == errno.EBADE, p.dev
-            assert write_a_after_checks(lab, map_a) == 0
+            assert write_after_checks(lab.maps, map_a) == 0
         finally:
             a.close()
             b.close()
-
-
-def write_a_after_checks(lab, map_a: str) -> int:  # type: ignore[no-untyped-def]
-    """A's write through its map once its paths have been checked: the abort's unit
-    attentions can fail A's paths after one check_paths on a slow guest (6.12, loaded
-    2-core machine, 2026-12-06: EIO), and multipathd's checker would reinstate them again.
-    0, or the errno of the last try when the paths never came back."""
-    last = [-1]
-
-    def wrote() -> bool:
-        check_paths(lab.maps)
-        last[0] = write_block(map_a)
-        return last[0] == 0
-
-    try:
-        wait_for(wrote, f"A's write through {map_a} after its paths were checked", 60)
-    except TimeoutError as e:
-        raise AssertionError(f"{e}: last errno {last[0]}, paths {dm_path_states(map_a)}") from e
-    return last[0]
 
 
 def test_register_through_a_map_with_a_path_offline(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
