@@ -123,7 +123,7 @@ class Machine:
         for i, net in enumerate(self.nets):
             tap = self.taps.setdefault(net, self.net.tap(self.name, net))
             argv += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no",
-                     "-device", f"virtio-net-pci,netdev=n{i},mac={mac(self.index, i)}"]
+                     "-device", f"virtio-net-pci,netdev=n{i},mac={mac(self.index, i)},romfile="]
         with open(self.workdir / "qemu.err", "wb") as err:  # QEMU keeps its own copy
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err)
