@@ -18,6 +18,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +95,23 @@ def setup(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def local_ns(nqn: str) -> str:
-    """The storage machine's own block device for the namespace (over the loop port)."""
-    for d in glob.glob("/sys/class/nvme-subsystem/*/subsysnqn"):
-        if Path(d).read_text().strip() == nqn:
-            heads = sorted(glob.glob(str(Path(d).parent / "nvme*n*")))
-            if heads:
-                return "/dev/" + Path(heads[0]).name
-    raise SystemExit(f"storage: no local block device for {nqn}")
+    """The storage machine's own block device for the namespace (over the loop port): the
+    disk whose subsystem is `nqn`, once udev has its node in /dev (waited for a while)."""
+    seen = []
+    for _ in range(300):
+        for d in sorted(glob.glob("/sys/block/nvme*n*")):
+            sub = Path(d, "device/subsysnqn")
+            if not sub.exists():
+                sub = Path(d, "device/device/subsysnqn")
+            if sub.exists() and sub.read_text().strip() == nqn:
+                dev = "/dev/" + Path(d).name
+                if Path(dev).exists():
+                    return dev
+                seen.append(dev)
+        time.sleep(0.1)
+    raise SystemExit(f"storage: no block device for {nqn} over the loop port (sysfs: "
+                     f"{sorted(set(seen)) or 'none'}; /sys/block: "
+                     f"{sorted(Path(d).name for d in glob.glob('/sys/block/*'))})")
 
 
 REG = re.compile(r"Node: (?P<who>[^ ,]+)(?P<isid>,i,0x[0-9a-f]+)? Key: (?P<key>0x[0-9a-f]+)")
