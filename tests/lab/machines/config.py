@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from ..fixtures import cluster
+
 TARGET_IQN = "iqn.2026-01.lab.fence-pr:machines"
 SUBSYS_NQN = "nqn.2026-01.lab.fence-pr:machines"
 CLUSTER_NAME = "prmachines"
@@ -127,20 +129,9 @@ def storage_files(nodes: int) -> Files:
 
 
 def corosync_conf(nodes: int, token_ms: int) -> str:
-    nodelist = "".join(
-        f"    node {{\n        name: {node_name(n)}\n        nodeid: {n}\n"
-        f"        ring0_addr: {node_addr(n, 'c')}\n    }}\n" for n in range(1, nodes + 1))
-    quorum = "    two_node: 1\n" if nodes == 2 else "    wait_for_all: 1\n"
-    return (
-        "totem {\n    version: 2\n"
-        f"    cluster_name: {CLUSTER_NAME}\n    transport: knet\n"
-        "    crypto_cipher: none\n    crypto_hash: none\n"
-        f"    token: {token_ms}\n}}\n"
-        f"nodelist {{\n{nodelist}}}\n"
-        f"quorum {{\n    provider: corosync_votequorum\n{quorum}}}\n"
-        "logging {\n    to_logfile: no\n    to_stderr: no\n    to_syslog: yes\n"
-        "    timestamp: on\n}\n"
-    )
+    """The one-kernel lab's corosync.conf (fixtures/cluster.py) on the machines' network."""
+    return cluster.corosync_conf([(node_name(n), n) for n in range(1, nodes + 1)], token_ms,
+                                 addr=lambda n: node_addr(n, "c"), cluster_name=CLUSTER_NAME)
 
 
 MULTIPATH_CONF = (

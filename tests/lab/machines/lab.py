@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..fixtures.cluster import STONITH_ID, FenceEvent, cib_xml
+from ..fixtures.cluster import STONITH_ID, FenceEvent, cib_xml, fence_events
 from . import config
 from .machine import Machine, MachineError
 from .net import LabNet
@@ -272,14 +272,7 @@ class MachineLab:
 
     def fence_history(self, name: str, target: str | None = None) -> list[FenceEvent]:
         r = self.nodes[name].run("crm_mon -1 --output-as=xml --fence-history=3", timeout=60)
-        try:
-            root = ET.fromstring(r.out)
-        except ET.ParseError:
-            return []
-        return [FenceEvent(e.get("target", ""), e.get("action", ""), e.get("status", ""),
-                           e.get("delegate", ""), e.get("origin", ""), e.get("completed", ""))
-                for e in root.iter("fence_event")
-                if target is None or e.get("target") == target]
+        return fence_events(r.out, target)
 
     def diagnostics(self) -> str:
         parts = []
