@@ -25,7 +25,9 @@ from typing import Any
 import rtslib_fb as rts
 
 NVMET = Path("/sys/kernel/config/nvmet")
-IMG = Path("/var/lib/fpl")
+# On tmpfs itself: a file on the overlay root has no block size for nvmet ("invalid LBA
+# data size 0, skipping namespace" on every host, 2026-12-07).
+IMG = Path("/run/fpl")
 LOCAL_HOSTNQN = "nqn.2026-01.lab.fence-pr:storage-reader"
 
 
