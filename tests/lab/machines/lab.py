@@ -131,11 +131,12 @@ class MachineLab:
         return out
 
     def nvme_head(self, m: Machine) -> tuple[str, int]:
-        """The namespace's native-multipath head on `m` and its path count ("", 0: none)."""
+        """The namespace's native-multipath head on `m` and its path count ("", 0: none, or
+        no block device yet: a namespace the host skipped has a sysfs entry but no node)."""
         r = m.run(
             "for s in /sys/class/nvme-subsystem/*; do "
             f"[ \"$(cat $s/subsysnqn 2>/dev/null)\" = {config.SUBSYS_NQN} ] || continue; "
-            "for h in $s/nvme*n*; do [ -e \"$h\" ] && echo $(basename $h) "
+            "for h in $s/nvme*n*; do [ -b /dev/$(basename $h) ] && echo $(basename $h) "
             "$(ls /sys/block/$(basename $h)/multipath 2>/dev/null | wc -l); done; done",
             timeout=60)
         f = r.out.split()
