@@ -18,7 +18,8 @@ from ..fixtures.topology import check_paths, scsi_full_status, scsi_keys, write_
 
 
 # dm over iSCSI on every kernel; the other two kinds differ from it in the device model, not in
-# the kernel's PR code, so they run on the first kernel only (`once`: CI's headroom, issue 13).
+# the kernel's PR code: single-path sd runs on the first kernel only (`once`), dm over
+# tcm_loop in `make lab-slow` (`extra`), for CI's headroom (issue 13).
 @pytest.fixture(params=[pytest.param("dm-tcm_loop", marks=pytest.mark.extra), "dm-iscsi",
                         pytest.param("sd-single-path", marks=pytest.mark.once)])
 def pair(request):  # type: ignore[no-untyped-def]
