@@ -66,7 +66,7 @@ def latency(request: pytest.FixtureRequest) -> Callable[[str, float], None]:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if HERE in Path(report.fspath).parents and (report.when == "call" or report.failed):
+    if HERE in Path(report.fspath).resolve().parents and (report.when == "call" or report.failed):
         RESULTS.setdefault(report.head_line or report.nodeid, {})["outcome"] = report.outcome
 
 
