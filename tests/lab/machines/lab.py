@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..fixtures.cluster import STONITH_ID, FenceEvent, cib_xml, fence_events
+from ..fixtures.cluster import STONITH_ID, FenceEvent, cib_xml, fence_events, online_nodes
 from . import config
 from .machine import Machine, MachineError
 from .net import LabNet
@@ -158,12 +158,7 @@ class MachineLab:
                                ) from None
 
     def online(self, m: Machine) -> set[str]:
-        r = m.run("crm_mon -1 --output-as=xml", timeout=60)
-        try:
-            root = ET.fromstring(r.out)
-        except ET.ParseError:
-            return set()
-        return {n.get("name", "") for n in root.iter("node") if n.get("online") == "true"}
+        return online_nodes(m.run("crm_mon -1 --output-as=xml", timeout=60).out)
 
     def wait_online(self, names: set[str] | None = None) -> None:
         """Every node in `names` (all: None) sees exactly `names` online."""
