@@ -92,7 +92,8 @@ lab-slow: setup
 		tests/lab/cluster/test_cluster.py tests/lab/faults/test_fault_matrix.py \
 		tests/lab/agent/test_watchdog_check.py tests/lab/agent/test_agent_discovery.py \
 		tests/lab/agent/test_agent_validate.py tests/lab/agent/test_agent_foreign_keys.py \
-		tests/lab/agent/test_agent_every_device.py tests/lab/agent/test_agent_scsi.py
+		tests/lab/agent/test_agent_every_device.py tests/lab/agent/test_agent_scsi.py \
+		tests/lab/faults/test_reliability.py
 
 # Fencing as Pacemaker times it: stonith_admin --fence and node loss, fence_pr beside
 # fence_scsi and fence_mpath, 1 and 4 LUNs, 5 runs each (about 2 h under TCG).

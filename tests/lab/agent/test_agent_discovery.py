@@ -75,6 +75,7 @@ def test_on_without_devices_uses_the_shared_vg(shared_vg) -> None:  # type: igno
     assert r.rc == 0 and "ON" in r.out, r
 
 
+@pytest.mark.extra  # `make lab-slow`: a refusal before any device is touched
 def test_no_devices_and_no_shared_vg_is_refused(lio, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     conf = tmp_path / "lvm"
     conf.mkdir()

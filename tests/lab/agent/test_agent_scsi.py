@@ -83,6 +83,11 @@ def test_unfence_fence_status_list_rejoin(pair) -> None:  # type: ignore[no-unty
     assert writes(lab, n2.devices) == [0] * luns
 
 
+# Agent logic on the device kinds that stay in CI: the first kernel, dm over iSCSI only.
+@pytest.mark.once
+@pytest.mark.parametrize("pair", [pytest.param("dm-tcm_loop", marks=pytest.mark.extra), "dm-iscsi",
+                                  pytest.param("sd-single-path", marks=pytest.mark.extra)],
+                         indirect=True)
 def test_refuses_to_fence_itself(pair) -> None:  # type: ignore[no-untyped-def]
     lab, (n1, _) = pair
     assert n1.run("on", "node1").rc == 0
@@ -120,6 +125,11 @@ def test_fence_with_one_of_the_fencers_paths_down(pair) -> None:  # type: ignore
             p.set_state("running")
 
 
+# Every kernel (the no-op is decided from the keys read back, pr.h or its fallback), dm over
+# iSCSI only: the single path adds nothing to it.
+@pytest.mark.parametrize("pair", [pytest.param("dm-tcm_loop", marks=pytest.mark.extra), "dm-iscsi",
+                                  pytest.param("sd-single-path", marks=pytest.mark.extra)],
+                         indirect=True)
 def test_on_twice_is_a_no_op(pair) -> None:  # type: ignore[no-untyped-def]
     lab, (n1, n2) = pair
     assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
@@ -128,6 +138,7 @@ def test_on_twice_is_a_no_op(pair) -> None:  # type: ignore[no-untyped-def]
     assert registered(lab, n2.key) == [n1.paths_per_lun] * len(lab.luns)
 
 
+@pytest.mark.once  # the new nexus is a kernel fact on every kernel (test_iscsi_facts)
 def test_iscsi_relogin_repaired_by_on(clean_iscsi) -> None:  # type: ignore[no-untyped-def]
     """After an iSCSI logout/login the path is a new, unregistered nexus (fence-agents #517,
     #529, #558). `on` registers it; the old session's stale entry stays at the target."""

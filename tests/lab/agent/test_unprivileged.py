@@ -110,6 +110,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.once  # the lock file's ownership checks do not depend on the kernel
 def test_another_user_cannot_hold_the_node_lock(clean_lio) -> None:  # type: ignore[no-untyped-def]
     """`off` runs at its normal pace while the user holds what it can.  Before the lock
     moved, holding /run/lock/fence_pr.host.lock made every `on` and `off` of the node wait half

@@ -77,6 +77,7 @@ def test_check_fails_when_fenced_from_one_device_only(pair, tmp_path: Path) -> N
     assert check(n2, tmp_path).rc == 0
 
 
+@pytest.mark.extra  # `make lab-slow`: configuration checks, as test_agent_validate
 def test_check_configuration_errors(clean_lio, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     n2 = Node("node2", clean_lio.maps[2])
     assert n2.run("on", "node2").rc == 0

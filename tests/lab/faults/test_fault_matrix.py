@@ -194,6 +194,7 @@ def test_target_stops_answering(clean_iscsi, tmp_path: Path) -> None:  # type: i
 HANG = "#!/bin/sh\nexec sleep 600\n"
 
 
+@pytest.mark.extra  # `make lab-slow`: the hanging tools are fakes; the budget is the agent's
 def test_discovery_that_hangs_ends_within_the_budget(clean_lio, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """power_timeout is the whole budget: corosync-cmapctl and dmsetup, looked up before any
     device is touched, spend from it like the PR commands (they had 10 s and 30 s of their

@@ -87,6 +87,7 @@ def test_split_brain_exactly_one_survivor(pair) -> None:  # type: ignore[no-unty
     assert not bad, f"tally {dict(tally)}; bad races: {bad[:3]}"
 
 
+@pytest.mark.extra  # `make lab-slow`: the node lock is the agent's, the same on every kernel
 def test_two_runs_at_once_on_one_node(pair) -> None:  # type: ignore[no-untyped-def]
     """Pacemaker retries while a slow run still works: the second waits for the node lock,
     then finds the work done; nothing is lost either way."""

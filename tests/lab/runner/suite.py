@@ -26,7 +26,8 @@ LAB_DEADLINE_S = 80 * 60
 # (tests/lab/conftest.py) run on the other kernels in lane B.
 LANE_A = ["tests/lab/cluster/test_cluster.py", "tests/lab/faults/test_fault_matrix.py",
           "tests/lab/agent/test_watchdog_check.py", "tests/lab/cluster/test_cluster_diagnosis.py",
-          "tests/lab/faults/test_reliability.py", "tests/lab/agent/test_agent_nvme.py"]
+          "tests/lab/faults/test_reliability.py", "tests/lab/agent/test_agent_nvme.py",
+          "tests/lab/faults/test_fault_matrix_nvme.py"]
 
 
 def lanes(kernels: list[str]) -> dict[str, list[list[str]]]:
