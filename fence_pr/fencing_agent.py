@@ -8,17 +8,42 @@ are imported only once an action needs them.
 from __future__ import annotations
 
 import atexit
+import importlib
 import io
 import logging
 import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
-sys.path.append("/usr/share/fence")
-import fencing  # /usr/share/fence is not on sys.path by itself
-
 from .host.bounded import EXIT_FAIL, run_bounded
 from .host.budget import Deadline
+
+
+def _defer_pycurl() -> None:
+    """fencing.py imports pycurl for the agents that speak HTTP; fence_pr never does.
+    Loading libcurl initialises libldap, which resolves this host's name
+    (ldap_pvt_get_fqdn): with a hostname that is not in /etc/hosts and the DNS server out
+    of reach -- a node cut off by a partition, when fencing must not wait -- that is the
+    resolver's timeout before the action starts.  A stand-in loads pycurl on first use."""
+    if "pycurl" in sys.modules:
+        return
+    stand_in = types.ModuleType("pycurl", "pycurl, loaded on first use (fencing_agent.py)")
+
+    def load(name: str) -> Any:
+        if sys.modules.get("pycurl") is stand_in:
+            del sys.modules["pycurl"]
+        real = importlib.import_module("pycurl")
+        stand_in.__dict__.update(real.__dict__)
+        return getattr(real, name)
+
+    stand_in.__dict__["__getattr__"] = load
+    sys.modules["pycurl"] = stand_in
+
+
+_defer_pycurl()
+sys.path.append("/usr/share/fence")
+import fencing  # noqa: E402  (/usr/share/fence is not on sys.path by itself)
 
 DEVICE_OPT = ["no_login", "no_password", "devices", "nodename", "port", "no_port", "key",
               "key_value", "node_keys", "local_node", "reservation_type", "fabric_fencing",
