@@ -33,6 +33,12 @@ def pair(request):  # type: ignore[no-untyped-def]
     return lab, nodes
 
 
+# For the tests whose other kinds add nothing in CI: dm over iSCSI, the rest in `make lab-slow`.
+DM_ISCSI_IN_CI = pytest.mark.parametrize(
+    "pair", [pytest.param("dm-tcm_loop", marks=pytest.mark.extra), "dm-iscsi",
+             pytest.param("sd-single-path", marks=pytest.mark.extra)], indirect=True)
+
+
 def writes(lab, devices: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
     """Each device's write outcome, paths checked as multipathd's checker would after the
     unit attentions (write_after_checks)."""
@@ -85,9 +91,7 @@ def test_unfence_fence_status_list_rejoin(pair) -> None:  # type: ignore[no-unty
 
 # Agent logic on the device kinds that stay in CI: the first kernel, dm over iSCSI only.
 @pytest.mark.once
-@pytest.mark.parametrize("pair", [pytest.param("dm-tcm_loop", marks=pytest.mark.extra), "dm-iscsi",
-                                  pytest.param("sd-single-path", marks=pytest.mark.extra)],
-                         indirect=True)
+@DM_ISCSI_IN_CI
 def test_refuses_to_fence_itself(pair) -> None:  # type: ignore[no-untyped-def]
     lab, (n1, _) = pair
     assert n1.run("on", "node1").rc == 0
@@ -127,9 +131,7 @@ def test_fence_with_one_of_the_fencers_paths_down(pair) -> None:  # type: ignore
 
 # Every kernel (the no-op is decided from the keys read back, pr.h or its fallback), dm over
 # iSCSI only: the single path adds nothing to it.
-@pytest.mark.parametrize("pair", [pytest.param("dm-tcm_loop", marks=pytest.mark.extra), "dm-iscsi",
-                                  pytest.param("sd-single-path", marks=pytest.mark.extra)],
-                         indirect=True)
+@DM_ISCSI_IN_CI
 def test_on_twice_is_a_no_op(pair) -> None:  # type: ignore[no-untyped-def]
     lab, (n1, n2) = pair
     assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
