@@ -81,28 +81,23 @@ def paths_per_lun(c: Cluster) -> int:
 FENCING = ("off", "reboot")  # Pacemaker asks for reboot; fence_pr has no reboot: off runs
 
 
-def wait_unfenced(c: Cluster, node: str, ons_before: int) -> float:
-    """Seconds until `node`'s key is on the storage; then its 'on' in the history too."""
-    t0 = time.monotonic()
+def wait_unfenced(c: Cluster, node: str, ons_before: int) -> None:
     full = [paths_per_lun(c)] * len(c.luns)  # type: ignore[attr-defined]
     c.wait(lambda: registered(c, node) == full,
            f"{node}'s key {KEY[node]:#x} on every path of every LUN (now {registered(c, node)})",
            START_TIMEOUT)
-    keys = time.monotonic() - t0
     c.wait(lambda: len(c["node1"].fence_successes(node, ("on",))) > ons_before,
            f"a successful unfencing ('on') of {node} in node1's fence history", 60)
-    return keys
 
 
-def restart(c: Cluster, name: str, capsys: pytest.CaptureFixture[str], what: str) -> None:
+def restart(c: Cluster, name: str) -> float:
     """Stop whatever runs of `name`, start corosync and Pacemaker again, wait until it is
-    online and unfenced; records the seconds from start to unfenced as `what`, and to each
-    phase before."""
+    online and unfenced; returns the seconds from start to unfenced."""
     ons = len(c["node1"].fence_successes(name, ("on",)))
     started = c.restart_node(name)
-    for phase, seconds in c.phases.items():
-        record(capsys, f"{what}: {phase}", seconds)
-    record(capsys, what, started + wait_unfenced(c, name, ons))
+    t0 = time.monotonic()
+    wait_unfenced(c, name, ons)
+    return started + time.monotonic() - t0
 
 
 # --- scenarios, in order ---------------------------------------------------------------------
@@ -151,7 +146,7 @@ def test_stonith_admin_fences_node2(cl, capsys) -> None:  # type: ignore[no-unty
 
 
 def test_node2_restarted_unfences_itself_and_writes(cl, capsys) -> None:  # type: ignore[no-untyped-def]
-    restart(cl, "node2", capsys, "node2 restart to unfenced")
+    record(capsys, "node2 restart to unfenced", restart(cl, "node2"))
     assert registered(cl, "node2") == [paths_per_lun(cl)] * len(cl.luns)
     assert writes(cl, cl["node2"]) == [0] * len(cl.luns)
 
@@ -171,7 +166,7 @@ def test_node2_killed_is_fenced_by_node1(cl, capsys) -> None:  # type: ignore[no
     assert writes(cl, n2) == [errno.EBADE] * len(cl.luns)
     assert writes(cl, n1) == [0] * len(cl.luns)
     assert n1.online() == {"node1"}
-    restart(cl, "node2", capsys, "node2 restart (after kill) to unfenced")
+    record(capsys, "node2 restart (after kill) to unfenced", restart(cl, "node2"))
     assert writes(cl, n2) == [0] * len(cl.luns)
 
 
