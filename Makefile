@@ -128,8 +128,12 @@ machines: machines-setup
 fence-agents-check: setup
 	@test -n "$(FENCE_AGENTS_SRC)" || { echo "make fence-agents-check FENCE_AGENTS_SRC=<fence-agents source tree>"; exit 2; }
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends autoconf \
-		automake libtool pkgconf gawk time >/dev/null
+		automake libtool pkgconf gawk time python3-configobj >/dev/null
 	packaging/fence-agents-tree-check "$(FENCE_AGENTS_SRC)"
+	rm -rf build/fence-agents && mkdir -p build/fence-agents  # the guest has its own /tmp
+	cp -a "$(FENCE_AGENTS_SRC)/tests" build/fence-agents/
+	FENCE_PR_FENCE_AGENTS_SRC=$(CURDIR)/build/fence-agents $(PY) -m tests.lab.runner.run \
+		--kernel 7.3 --extra tests/lab/agent/test_fence_testing.py
 
 # The .deb installed with apt into clean Debian 12 and 13 roots, and asked there what
 # Pacemaker, pcs and an admin ask (metadata, man, pcs stonith describe, stonith_admin -M).
