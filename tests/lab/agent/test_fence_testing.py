@@ -63,8 +63,9 @@ def action_file(path: Path, *actions: tuple[str, str]) -> Path:
     return path
 
 
-def run(tests: Path, device: Path, actions: Path, method: str) -> str:
-    """One fence_testing.test_action call; its verdict line, with the commands it ran."""
+def run(tests: Path, device: Path, actions: Path, method: str) -> None:
+    """One fence_testing.test_action call, which must print its TEST PASSED line (a failure
+    shows the commands it ran and what they printed)."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import fence_testing; "
             "fence_testing.test_action(sys.argv[2], sys.argv[3], sys.argv[4], verbose=True)")
     r = subprocess.run(["/usr/bin/python3", "-c", code, str(tests), str(device), str(actions),
@@ -72,7 +73,6 @@ def run(tests: Path, device: Path, actions: Path, method: str) -> str:
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert f"TEST PASSED: {device} worked on {actions} ({method})" in out, out
-    return out
 
 
 def registered(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]
