@@ -14,7 +14,7 @@ import pytest
 
 from ..fixtures.agentrun import KEYS, Node
 from ..fixtures.iscsi import node_iqn
-from ..fixtures.topology import check_paths, scsi_full_status, scsi_keys, write_after_checks
+from ..fixtures.topology import check_paths, registered, scsi_full_status, writes
 
 
 # dm over iSCSI on every kernel; the other two kinds differ from it in the device model, not in
@@ -39,27 +39,15 @@ DM_ISCSI_IN_CI = pytest.mark.parametrize(
              pytest.param("sd-single-path", marks=pytest.mark.extra)], indirect=True)
 
 
-def writes(lab, devices: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
-    """Each device's write outcome, paths checked as multipathd's checker would after the
-    unit attentions (write_after_checks)."""
-    return [write_after_checks(lab.maps, d) for d in devices]
-
-
-def registered(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]
-    """How many times `key` is registered on each LUN, as the target says (asked through
-    node2's last path, which no test takes down)."""
-    return [scsi_keys(lun.paths[(2, 1)].dev).count(key) for lun in lab.luns]
-
-
 def test_unfence_fence_status_list_rejoin(pair) -> None:  # type: ignore[no-untyped-def]
     lab, (n1, n2) = pair
     per_lun, luns = n1.paths_per_lun, len(lab.luns)
     for n in (n1, n2):
         r = n.run("on", n.name)
         assert r.rc == 0, r
-    assert registered(lab, n1.key) == [per_lun] * luns
-    assert registered(lab, n2.key) == [per_lun] * luns
-    assert writes(lab, n2.devices) == [0] * luns
+    assert registered(lab.luns, n1.key) == [per_lun] * luns
+    assert registered(lab.luns, n2.key) == [per_lun] * luns
+    assert writes(lab.maps, n2.devices) == [0] * luns
 
     r = n1.run("status", "node2")
     assert r.rc == 0 and "ON" in r.out, r
@@ -71,22 +59,22 @@ def test_unfence_fence_status_list_rejoin(pair) -> None:  # type: ignore[no-unty
 
     r = n1.pacemaker("off", "node2")
     assert r.rc == 0, r
-    assert registered(lab, n2.key) == [0] * len(lab.luns)
-    assert registered(lab, n1.key) == [per_lun] * luns
-    assert writes(lab, n2.devices) == [errno.EBADE] * luns
-    assert writes(lab, n1.devices) == [0] * luns
+    assert registered(lab.luns, n2.key) == [0] * len(lab.luns)
+    assert registered(lab.luns, n1.key) == [per_lun] * luns
+    assert writes(lab.maps, n2.devices) == [errno.EBADE] * luns
+    assert writes(lab.maps, n1.devices) == [0] * luns
     r = n1.run("status", "node2")
     assert r.rc == 2 and "OFF" in r.out, r
 
     # The fenced node cannot strike back, and nothing changes when it tries.
     r = n2.run("off", "node1")
     assert r.rc == 1 and "not registered" in r.err, r
-    assert registered(lab, n1.key) == [per_lun] * luns
+    assert registered(lab.luns, n1.key) == [per_lun] * luns
 
     r = n2.run("on", "node2")
     assert r.rc == 0, r
-    assert registered(lab, n2.key) == [per_lun] * luns
-    assert writes(lab, n2.devices) == [0] * luns
+    assert registered(lab.luns, n2.key) == [per_lun] * luns
+    assert writes(lab.maps, n2.devices) == [0] * luns
 
 
 # Agent logic on the device kinds that stay in CI: the first kernel, dm over iSCSI only.
@@ -97,7 +85,7 @@ def test_refuses_to_fence_itself(pair) -> None:  # type: ignore[no-untyped-def]
     assert n1.run("on", "node1").rc == 0
     r = n1.run("off", "node1")
     assert r.rc == 1 and "itself" in r.err, r
-    assert registered(lab, KEYS["node1"]) == [n1.paths_per_lun] * len(lab.luns)
+    assert registered(lab.luns, KEYS["node1"]) == [n1.paths_per_lun] * len(lab.luns)
 
 
 def test_fence_with_one_of_the_fencers_paths_down(pair) -> None:  # type: ignore[no-untyped-def]
@@ -114,10 +102,10 @@ def test_fence_with_one_of_the_fencers_paths_down(pair) -> None:  # type: ignore
         if n1.paths_per_lun == 1:
             # The fencer's only path is down: fencing must fail, loudly, naming the device.
             assert r.rc == 1 and any(p.dev in r.err for p in down), r
-            assert registered(lab, n2.key) == [1] * len(lab.luns)
+            assert registered(lab.luns, n2.key) == [1] * len(lab.luns)
         else:
             assert r.rc == 0, r
-            assert registered(lab, n2.key) == [0] * len(lab.luns)
+            assert registered(lab.luns, n2.key) == [0] * len(lab.luns)
             r = n1.run("status", "node2")
             assert r.rc == 2 and "OFF" in r.out, r
             r = n1.run("list-status")
@@ -136,8 +124,8 @@ def test_on_twice_is_a_no_op(pair) -> None:  # type: ignore[no-untyped-def]
     lab, (n1, n2) = pair
     assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
     assert n1.run("on", "node1").rc == 0
-    assert registered(lab, n1.key) == [n1.paths_per_lun] * len(lab.luns)
-    assert registered(lab, n2.key) == [n1.paths_per_lun] * len(lab.luns)
+    assert registered(lab.luns, n1.key) == [n1.paths_per_lun] * len(lab.luns)
+    assert registered(lab.luns, n2.key) == [n1.paths_per_lun] * len(lab.luns)
 
 
 @pytest.mark.once  # the new nexus is a kernel fact on every kernel (test_iscsi_facts)

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from ..fixtures.agentrun import AGENT, NODE_KEYS, Node
-from ..fixtures.topology import scsi_keys, write_after_checks
+from ..fixtures.topology import registered, writes
 
 pytestmark = pytest.mark.extra
 
@@ -75,15 +75,6 @@ def run(tests: Path, device: Path, actions: Path, method: str) -> None:
     assert f"TEST PASSED: {device} worked on {actions} ({method})" in out, out
 
 
-def registered(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]
-    """Paths holding `key`, per LUN, as the target says (through node1's first path)."""
-    return [scsi_keys(lun.paths[(1, 0)].dev).count(key) for lun in lab.luns]
-
-
-def writes(lab, node: Node) -> list[int]:  # type: ignore[no-untyped-def]
-    return [write_after_checks(lab.maps, d) for d in node.devices]
-
-
 def test_fence_testing_scenarios_in_every_option_method(clean_iscsi, tmp_path) -> None:  # type: ignore[no-untyped-def]
     tests = fence_testing()
     lab = clean_iscsi
@@ -95,12 +86,14 @@ def test_fence_testing_scenarios_in_every_option_method(clean_iscsi, tmp_path) -
                         ("status", "^2$"))
     r = n1.run("on", "node1")
     assert r.rc == 0, r  # node1, the survivor, stays registered throughout
+    luns, devices = len(lab.luns), len(n2.devices)
     for method in METHODS:
         run(tests, on_node2, unfence, method)
-        assert registered(lab, n2.key) == [2] * len(lab.luns), f"{method}: node2 not on every path"
-        assert writes(lab, n2) == [0] * len(n2.devices), f"{method}: node2 could not write"
+        assert registered(lab.luns, n2.key) == [2] * luns, f"{method}: node2 not on every path"
+        assert writes(lab.maps, n2.devices) == [0] * devices, f"{method}: node2 could not write"
         run(tests, on_node1, fence, method)
-        assert registered(lab, n2.key) == [0] * len(lab.luns), f"{method}: node2's key survived"
-        assert writes(lab, n2) == [errno.EBADE] * len(n2.devices), f"{method}: node2 still writes"
+        assert registered(lab.luns, n2.key) == [0] * luns, f"{method}: node2's key survived"
+        assert writes(lab.maps, n2.devices) == [errno.EBADE] * devices, \
+            f"{method}: node2 still writes"
         run(tests, on_node1, tests / "actions.d/list.cfg", method)
         run(tests, on_node1, tests / "actions.d/status.cfg", method)

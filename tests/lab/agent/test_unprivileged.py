@@ -20,7 +20,7 @@ import fence_pr
 
 from ..fixtures.agentrun import KEYS, NODE_KEYS, Node, Result
 from ..fixtures.scenario import kernel_at_least
-from ..fixtures.topology import check_paths, group_access, scsi_keys
+from ..fixtures.topology import check_paths, group_access, registered
 
 GROUP = "haclient"  # Pacemaker's group; packaging/udev/60-fence_pr.rules uses it too
 PR_H_READS = kernel_at_least(6, 19)  # IOC_PR_READ_KEYS / READ_RESERVATION
@@ -67,15 +67,13 @@ def test_on_off_status_monitor_without_privilege(unprivileged) -> None:  # type:
         if r.rc:
             return
     assert r.rc == 0, r
-    assert [scsi_keys(lun.paths[(2, 1)].dev).count(KEYS["node1"]) for lun in lab.luns] == \
-        [2] * len(lab.luns)
+    assert registered(lab.luns, KEYS["node1"]) == [2] * len(lab.luns)
     check_paths(lab.maps)
     r = as_nobody(root, "-o", "monitor", *base)
     assert r.rc == 0, r
     r = as_nobody(root, "-o", "off", "-n", "node2", *base)
     assert r.rc == 0, r
-    assert [scsi_keys(lun.paths[(2, 1)].dev).count(KEYS["node2"]) for lun in lab.luns] == \
-        [0] * len(lab.luns)
+    assert registered(lab.luns, KEYS["node2"]) == [0] * len(lab.luns)
     r = as_nobody(root, "-o", "status", "-n", "node2", *base)
     assert r.rc == 2 and "OFF" in r.out, r
     r = as_nobody(root, "-o", "status", "-n", "node1", *base)
@@ -143,7 +141,6 @@ def test_another_user_cannot_hold_the_node_lock(clean_lio) -> None:  # type: ign
     assert r.rc == 0, r
     # A held lock costs half the budget (actions.LOCK_WAIT_SHARE) before `off` gives up.
     assert took < budget / 2, f"off took {took:.1f}s of its {budget:.0f}s budget: {r}"
-    assert [scsi_keys(lun.paths[(2, 1)].dev).count(KEYS["node2"]) for lun in lab.luns] == \
-        [0] * len(lab.luns)
+    assert registered(lab.luns, KEYS["node2"]) == [0] * len(lab.luns)
     st = os.stat("/run/fence_pr")
     assert (st.st_uid, st.st_mode & 0o777) == (0, 0o750), oct(st.st_mode)

@@ -19,7 +19,14 @@ from fence_pr.host.bounded import GRACE_S
 
 from ..fixtures.agentrun import AGENT, CHECK, KEYS, NODE_KEYS, Node, Result
 from ..fixtures.scenario import ACTIONS, BOUND_S, TIMEOUT_S, timed
-from ..fixtures.topology import check_paths, dm_message, dm_resume, dm_suspend, scsi_keys, sh
+from ..fixtures.topology import (
+    check_paths,
+    dm_message,
+    dm_resume,
+    dm_suspend,
+    registered,
+    sh,
+)
 
 
 # tcm_loop left out of CI (`make lab-slow`): the same engine paths, and CI's 50 min under load.
@@ -30,10 +37,6 @@ def pair(request) -> Iterator[tuple[object, Node, Node]]:  # type: ignore[no-unt
     assert n1.run("on", "node1").rc == 0 and n2.run("on", "node2").rc == 0
     check_paths(lab.maps)
     yield lab, n1, n2
-
-
-def per_lun(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]
-    return [scsi_keys(lun.paths[(2, 1)].dev).count(key) for lun in lab.luns]
 
 
 def test_all_of_the_fencers_paths_down(clean_lio) -> None:  # type: ignore[no-untyped-def]
@@ -56,7 +59,7 @@ def test_all_of_the_fencers_paths_down(clean_lio) -> None:  # type: ignore[no-un
     finally:
         for p in down:
             p.set_state("running")
-    assert per_lun(lab, KEYS["node2"]) == [2] * len(lab.luns), "nothing was fenced"
+    assert registered(lab.luns, KEYS["node2"]) == [2] * len(lab.luns), "nothing was fenced"
 
 
 @pytest.mark.extra  # `make lab-slow`; CI keeps test_all_of_the_fencers_paths_down
@@ -74,7 +77,7 @@ def test_all_of_the_fencers_iscsi_sessions_gone(clean_iscsi) -> None:  # type: i
             (action, r)
         assert any(m in r.err for m in n1.devices), (action, r)
         assert took < BOUND_S, (action, took, r)
-    assert per_lun(lab, KEYS["node2"]) == [2] * len(lab.luns), "nothing was fenced"
+    assert registered(lab.luns, KEYS["node2"]) == [2] * len(lab.luns), "nothing was fenced"
 
 
 def test_a_path_flapping_during_on_and_off(pair) -> None:  # type: ignore[no-untyped-def]
@@ -102,12 +105,12 @@ def test_a_path_flapping_during_on_and_off(pair) -> None:  # type: ignore[no-unt
         t.join()
     assert r_on.rc == 0, r_on
     assert r_off.rc == 0, r_off
-    assert per_lun(lab, KEYS["node2"]) == [0] * len(lab.luns)
-    assert all(c >= 1 for c in per_lun(lab, KEYS["node1"]))
+    assert registered(lab.luns, KEYS["node2"]) == [0] * len(lab.luns)
+    assert all(c >= 1 for c in registered(lab.luns, KEYS["node1"]))
     check_paths(lab.maps)
     r = n1.run("on", "node1")  # a path missed while it was down is repaired
     assert r.rc == 0, r
-    assert per_lun(lab, KEYS["node1"]) == [2] * len(lab.luns)
+    assert registered(lab.luns, KEYS["node1"]) == [2] * len(lab.luns)
 
 
 def test_the_fencers_map_suspended(pair) -> None:  # type: ignore[no-untyped-def]
@@ -125,7 +128,7 @@ def test_the_fencers_map_suspended(pair) -> None:  # type: ignore[no-untyped-def
         want = 2 if action == "status" else 0
         assert r.rc == want, (action, r)
         assert took < BOUND_S, (action, took)
-    assert per_lun(lab, KEYS["node2"]) == [0] * len(lab.luns)
+    assert registered(lab.luns, KEYS["node2"]) == [0] * len(lab.luns)
 
 
 def _sessions_logged_in() -> bool:
@@ -275,4 +278,5 @@ def test_a_worker_stuck_in_the_kernel_is_named(clean_iscsi) -> None:  # type: ig
     finally:
         _target_back(lab, within_s=180)
         slow.wait(timeout=180)
-    assert per_lun(lab, KEYS["node2"]) == [2] * len(lab.luns), "the refused off changed keys"
+    assert registered(lab.luns, KEYS["node2"]) == [2] * len(lab.luns), \
+        "the refused off changed keys"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ..fixtures.agentrun import AGENT, KEYS, NODE_KEYS, Node
-from ..fixtures.topology import check_paths, scsi_generation, scsi_keys
+from ..fixtures.topology import check_paths, registered, scsi_generation, scsi_keys
 
 RACES = int(os.environ.get("FENCE_PR_RACES", "3"))
 OUT = Path(__file__).resolve().parents[3] / "lab-out"
@@ -26,10 +26,6 @@ OUT = Path(__file__).resolve().parents[3] / "lab-out"
 def pair(clean_lio):  # type: ignore[no-untyped-def]
     n1, n2 = Node("node1", clean_lio.maps[1]), Node("node2", clean_lio.maps[2])
     return clean_lio, n1, n2
-
-
-def per_lun(lab, key: int) -> list[int]:  # type: ignore[no-untyped-def]
-    return [scsi_keys(lun.paths[(2, 1)].dev).count(key) for lun in lab.luns]
 
 
 def snapshot(lab) -> list[tuple[int, list[int]]]:  # type: ignore[no-untyped-def]
@@ -46,7 +42,7 @@ def start(node: Node, action: str, target: str) -> subprocess.Popen[str]:
 
 def outcome(lab) -> str:  # type: ignore[no-untyped-def]
     """Who is registered on which LUN, in one word."""
-    k1, k2 = per_lun(lab, KEYS["node1"]), per_lun(lab, KEYS["node2"])
+    k1, k2 = registered(lab.luns, KEYS["node1"]), registered(lab.luns, KEYS["node2"])
     full, none = [2] * len(lab.luns), [0] * len(lab.luns)
     if k1 == full and k2 == none:
         return "node1 survived"
@@ -96,13 +92,13 @@ def test_two_runs_at_once_on_one_node(pair) -> None:  # type: ignore[no-untyped-
     check_paths(lab.maps)
     ons = [start(n1, "on", "node1") for _ in range(2)]
     assert [p.wait(timeout=120) for p in ons] == [0, 0]
-    assert per_lun(lab, n1.key) == [2] * len(lab.luns)
+    assert registered(lab.luns, n1.key) == [2] * len(lab.luns)
     check_paths(lab.maps)
     offs = [start(n1, "off", "node2") for _ in range(2)]
     rcs = [p.wait(timeout=120) for p in offs]
     assert rcs == [0, 0], [p.stderr.read() for p in offs if p.stderr]
-    assert per_lun(lab, n2.key) == [0] * len(lab.luns)
-    assert per_lun(lab, n1.key) == [2] * len(lab.luns)
+    assert registered(lab.luns, n2.key) == [0] * len(lab.luns)
+    assert registered(lab.luns, n1.key) == [2] * len(lab.luns)
 
 
 def test_fenced_node_cannot_fence_the_survivor(pair) -> None:  # type: ignore[no-untyped-def]
