@@ -105,7 +105,7 @@ profile: setup
 	$(PY) -m tests.lab.tools.profile
 
 # Real QEMU (scsi-block, pr-manager-helper) in front of fence_pr_helper: every scenario, and
-# side by side with Debian's qemu-pr-helper (docs/helper.md). Not in CI yet (see the test).
+# side by side with Debian's qemu-pr-helper (docs/helper.md). CI runs the first scenario.
 qemu-guests: setup
 	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/agent/test_qemu_guests.py
 
