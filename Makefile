@@ -105,9 +105,13 @@ profile: setup
 	$(PY) -m tests.lab.tools.profile
 
 # Real QEMU (scsi-block, pr-manager-helper) in front of fence_pr_helper: every scenario, and
-# side by side with Debian's qemu-pr-helper (docs/helper.md). CI runs the first scenario.
+# side by side with Debian's qemu-pr-helper (docs/helper.md), and libvirt starting the helper as
+# its pr_helper (libvirt-daemon, not -system: nothing starts on the host). CI runs the first scenario.
 qemu-guests: setup
-	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/agent/test_qemu_guests.py
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+		--no-install-recommends libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+	$(PY) -m tests.lab.runner.run --kernel 7.3 --extra tests/lab/agent/test_qemu_guests.py \
+		tests/lab/agent/test_libvirt.py
 
 # The machine lab (issue 15): a storage machine and cluster nodes, each its own QEMU guest
 # booting Debian 12 and 13 with systemd; every scenario on both, 20 partition races each, then

@@ -30,7 +30,7 @@ ONCE = {"test_cluster", "test_cluster3", "test_cluster_diagnosis", "test_peers",
         "test_fault_matrix", "test_bad_input", "test_reliability", "test_watchdog_check",
         "test_agent_discovery", "test_fault_matrix_nvme", "test_qemu_guests",
         "test_agent_every_device", "test_agent_foreign_keys", "test_agent_paths",
-        "test_agent_validate"}
+        "test_agent_validate", "test_libvirt"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -30,9 +30,8 @@ import pytest
 
 from fence_pr.helper import wire
 
-from ..fixtures.io import read_block
 from ..fixtures.iscsi import IscsiLab
-from ..fixtures.peers import Multipathd
+from ..fixtures.peers import Multipathd, multipathd_hosting, paths_ready
 from ..fixtures.prhelper import (
     QEMU_SOCKET,
     SOCKET,
@@ -124,44 +123,10 @@ def two_guests(lab, helper: Path) -> Iterator[tuple[VirtioScsi, VirtioScsi]]:  #
         yield a, b
 
 
-def paths_ready(mpd: Multipathd, maps: list[str]) -> None:
-    """multipathd shows every path of `maps` whose disk is running active in dm and ready to
-    its checker, and a read through each map succeeds.  A PR change queues unit attentions
-    on the other nexuses; dm fails a path when its I/O meets one (failfast), and multipathd's
-    TUR checker takes it and reinstates the path, as in the field."""
-    seen: list[str] = []
-
-    def ready() -> bool:
-        got = mpd.paths()
-        bad = [f"{os.path.basename(m)}:{dev} {dm}/{chk}" for m in maps
-               for dev, dm, chk in got.get(os.path.basename(m), [("none", "-", "-")])
-               if (dm, chk) != ("active", "ready") and disk_running(dev)]
-        reads = {os.path.basename(m): read_block(m) for m in maps}
-        seen[:] = bad + [f"{m}: read errno {e}" for m, e in reads.items() if e]
-        return not seen
-    try:
-        wait_for(ready, "every running path of the guests' maps active and ready", 120)
-    except TimeoutError as e:
-        raise TimeoutError(f"{e}; not there: {seen}") from None
-
-
-def disk_running(dev: str) -> bool:
-    state = Path(f"/sys/block/{dev}/device/state")
-    return not state.exists() or state.read_text().strip() == "running"
-
-
 @pytest.fixture
 def managed(clean_iscsi) -> Iterator[tuple[IscsiLab, Multipathd]]:  # type: ignore[no-untyped-def]
-    """The lab's maps under multipathd, as on a host that runs guests: its checker every
-    second takes the unit attentions a PR change leaves and reinstates the paths dm failed
-    on them, and a map with no usable path queues (`no_path_retry`) instead of answering
-    EIO, QEMU's SG_GET_VERSION_NUM at start included.  No reservation key: multipathd
-    registers nothing of its own."""
-    mpd = Multipathd(clean_iscsi, None, polling=1, no_path_retry="30")
-    try:
+    with multipathd_hosting(clean_iscsi) as mpd:
         yield clean_iscsi, mpd
-    finally:
-        mpd.stop()
 
 
 def scenario(lab, mpd: Multipathd, helper: Path,  # type: ignore[no-untyped-def]
