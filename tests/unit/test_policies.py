@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -50,3 +52,21 @@ def test_deadline_bounds_retries() -> None:
         call_with_retry(Deadline(0.3), fn, attempts=1000)
     assert time.monotonic() - t < 2.0
     assert 1 < len(calls) < 1000
+
+
+def test_the_engine_imports_no_tenacity_until_a_retry() -> None:
+    """tenacity (and the asyncio it imports) stay out of a run whose commands succeed."""
+    code = ("import sys, fence_pr.actions, fence_pr.engine;"
+            "print(sorted(m for m in ('tenacity', 'asyncio', 'ssl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_a_first_failure_is_the_policys_first_attempt() -> None:
+    """The call made before the policy exists counts as its attempt 1: three attempts are
+    three calls of fn, not four."""
+    fn, calls = flaky([PathFailure("p", code=0x10000, op="x", device="d")] * 3)
+    with pytest.raises(PathFailure):
+        call_with_retry(Deadline(30), fn, attempts=3)
+    assert len(calls) == 3
