@@ -124,7 +124,8 @@ def libvirtd(tmp: Path) -> Iterator[None]:
         "libvirt-daemon-driver-qemu and libvirt-clients"
     installed()
     # libvirt-daemon-system's postinst makes these (not installed: it would start libvirtd on
-    # the host); the qemu driver looks its built-in default user up before reading qemu.conf.
+    # the host); without them the qemu driver's start fails ("Failed to parse user
+    # 'libvirt-qemu'") although qemu.conf names root.
     if subprocess.run(["getent", "passwd", "libvirt-qemu"], capture_output=True).returncode:
         sh("useradd", "--system", "--no-create-home", "--user-group", "libvirt-qemu")
     if subprocess.run(["getent", "group", "kvm"], capture_output=True).returncode:
@@ -151,6 +152,7 @@ def libvirtd(tmp: Path) -> Iterator[None]:
                        capture_output=True, timeout=pace.scaled(120))
         proc.terminate()
         proc.wait(pace.scaled(60))
+        WRAPPER.unlink(missing_ok=True)
         if before is None:
             CONF.unlink(missing_ok=True)
         else:
