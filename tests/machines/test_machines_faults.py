@@ -124,14 +124,16 @@ def test_multipathd_registers_a_new_path_and_agrees_with_list(machine_lab: Machi
         assert len(nexuses) == len(set(nexuses)), f"{lun}: a nexus registered twice: {v}"
     for dev in lab.devices[:-1]:
         mp = m.run(f"mpathpersist -i -k -d {dev}", check=True).out
-        ours = m.run(f"fence_pr -o list --devices {dev}", check=True).out
+        # list prints `name,key`; list-status adds on/off: on is registered at the target.
+        ours = m.run(f"fence_pr -o list-status --devices {dev}", check=True).out
         assert keys_in(mp), f"mpathpersist read no key on {dev}: {mp}"
         assert keys_in(mp) == keys_in(ours, registered_only=True), \
             f"{dev}: mpathpersist reads {mp!r}, fence_pr's list {ours!r}"
 
 
 def keys_in(text: str, registered_only: bool = False) -> set[int]:
-    """Keys in mpathpersist's (`0x...` words) or fence_pr list's (`name,key,on|off`) output."""
+    """Keys in mpathpersist's (`0x...` words) or fence_pr list-status's (`name,key,on|off`)
+    output."""
     keys = set()
     for line in text.splitlines():
         words = line.replace(",", " ").split()
