@@ -185,12 +185,13 @@ def test_qemu_guests_side_by_side_with_qemu_pr_helper(managed, capsys) -> None: 
     libmpathpersist): its SG_IO on a map reaches one path, so a guest's REGISTER covers one
     of the map's two nexuses.  The figures go to docs/helper.md."""
     lab, mpd = managed
-    sh("dmesg", "--clear")
+    # The kernel log is read, not cleared: the lab prints its tail when a run fails.
+    logged = len(sh("dmesg").splitlines())
     with running_qemu_pr_helper() as proc:
         caps = Path(f"/proc/{proc.pid}/status").read_text()
         theirs = scenario(lab, mpd, QEMU_SOCKET, strict=False)
     # LIO logs why it refused a PR command (its RESERVE from an unregistered nexus: 02/08/00).
-    target_said = [line for line in sh("dmesg").splitlines() if "SPC-3 PR" in line]
+    target_said = [line for line in sh("dmesg").splitlines()[logged:] if "SPC-3 PR" in line]
     scsi_clear(lab.luns[0].paths[(1, 0)].dev)  # not lab.reset(): multipathd owns the maps
     with group_access(device_nodes(lab), "disk"), running_helper():
         ours = scenario(lab, mpd, SOCKET)
