@@ -71,7 +71,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Merge into what earlier sessions on this image recorded, so that running the files
+    one at a time still fills the whole table."""
     if RESULTS:
         OUT.mkdir(exist_ok=True)
-        (OUT / f"machines-{IMAGE}.json").write_text(
-            json.dumps({"image": IMAGE, "scenarios": RESULTS}, indent=1) + "\n")
+        path = OUT / f"machines-{IMAGE}.json"
+        old = json.loads(path.read_text())["scenarios"] if path.exists() else {}
+        path.write_text(json.dumps({"image": IMAGE, "scenarios": {**old, **RESULTS}},
+                                   indent=1) + "\n")

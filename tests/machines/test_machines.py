@@ -58,8 +58,10 @@ def test_power_loss(machine_lab: MachineLab, latency: Latency) -> None:
 def test_partition_race(machine_lab: MachineLab, latency: Latency) -> None:
     """The cluster network cut between the two nodes: both fence at once, exactly one
     survives with every key, the other's writes are refused on every LUN and the namespace.
-    FENCE_PR_MACHINE_RACES times (3 unless set; `make machines-races` runs 20), with the
-    tally printed and written to lab-out/."""
+    FENCE_PR_MACHINE_RACES times (3 unless set; `make machines` runs 20, CI 1), with the
+    tally printed and written to lab-out/.  The loser is power-cycled and rejoins before
+    the next race; after the last one the lab stops (rejoining is the other scenarios'
+    claim, and under TCG it is three minutes of CI)."""
     lab = machine_lab
     races = int(os.environ.get("FENCE_PR_MACHINE_RACES", "3"))
     tally: dict[str, int] = {}
@@ -79,10 +81,11 @@ def test_partition_race(machine_lab: MachineLab, latency: Latency) -> None:
         offs = [e for e in lab.fence_history(winner, loser)
                 if e.action in ("off", "reboot") and e.status == "success"]
         assert offs, (i, lab.fence_history(winner))
-        lab.nodes[loser].power_loss()
-        lab.set_links("c", list(lab.nodes), up=True)
-        lab.rejoin(loser)
         print(f"race {i + 1}: {winner} survived", flush=True)
+        if i + 1 < races:
+            lab.nodes[loser].power_loss()
+            lab.set_links("c", list(lab.nodes), up=True)
+            lab.rejoin(loser)
     latency("cut_to_one_survivor_max", max(took))
     print(f"partition races on {lab.image}: {tally}")
     out = Path("lab-out")
