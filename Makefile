@@ -12,9 +12,9 @@ SYSTEM_PACKAGES += debhelper dh-python pybuild-plugin-pyproject python3-all pyth
 LAB_KERNELS ?= 7.3 6.12
 
 .PHONY: setup packages venv kernels test unit lint lab demo bench bench-startup package package-check reliability lab-slow qemu-guests fence-agents-check bench-deps bench-plot profile bench-cluster \
-	peers machines machines-setup machine-roots clean
+	peers machines machines-setup 	clean
 
-setup: packages venv kernels machine-roots
+setup: packages venv kernels
 
 packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
@@ -115,14 +115,11 @@ qemu-guests: setup
 
 # The machine lab (issue 15): a storage machine and cluster nodes, each its own QEMU guest
 # booting Debian 12 and 13 with systemd; every scenario on both, 20 partition races each, then
-# the table in docs/cluster.md (CI runs Debian 12's core scenarios, one race, in lane A).  Its
-# roots are built once by `make setup`, from the Debian mirror apt uses (cold: about 1 min
-# each here).  One image: make machines MACHINE_IMAGES=debian12
+# the table in docs/cluster.md.  Its roots are built once, from the Debian mirror apt uses
+# (cold: 1 to 6 min each, 57-383 s measured; docs/cluster.md).  One image: make machines MACHINE_IMAGES=debian12
 MACHINE_IMAGES ?= debian12 debian13
-machine-roots: packages venv
-	$(PY) -m tests.lab.machines.image $(MACHINE_IMAGES)
-
 machines-setup: setup
+	$(PY) -m tests.lab.machines.image $(MACHINE_IMAGES)
 
 machines: machines-setup
 	rm -f lab-out/machines-*.json; rc=0; for i in $(MACHINE_IMAGES); do \

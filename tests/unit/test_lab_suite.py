@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.lab.runner import suite
@@ -53,54 +51,11 @@ def test_each_guest_gets_what_is_left_of_the_lab_deadline(monkeypatch: pytest.Mo
     monkeypatch.setattr("tests.lab.runner.suite.time.monotonic", lambda: now[0])
     results: dict[str, int] = {}
     times: list[str] = []
-    suite.run_lane("B", [suite.guest("7.3"), suite.guest("6.12")], results, times, [],
+    suite.run_lane("B", [["--kernel", "7.3"], ["--kernel", "6.12"]], results, times, [],
                    deadline=1000.0 + 3000)
     limits = [next(a for a in argv if a.startswith("--timeout=")) for argv in argvs]
     assert limits == ["--timeout=3000", "--timeout=3000"]  # the clock stood still here
     now[0] = 1000.0 + 2990
-    suite.run_lane("A", [suite.guest("7.3")], results, times, [], deadline=1000.0 + 3000)
+    suite.run_lane("A", [["--kernel", "7.3"]], results, times, [], deadline=1000.0 + 3000)
     assert "--timeout=60" in argvs[-1], "a guest always gets a minute to say what failed"
     assert results == {"B": 0, "A": 0}
-
-
-def test_the_machine_labs_failures_are_named_from_pytests_summary() -> None:
-    f = Failures("A, machines debian12", host=True)
-    for line in ["tests/machines/test_machines.py::test_power_loss PASSED\n",
-                 "E   AssertionError: an E line of the long report, named below\n",
-                 "FAILED tests/machines/test_machines.py::test_partition_race - AssertionError: "
-                 "two survivors\n"]:
-        f.feed(line)
-    assert f.seen == ["[lab] lane A, machines debian12: FAILED tests/machines/test_machines.py"
-                      "::test_partition_race - AssertionError: two survivors"]
-
-
-def test_lane_a_ends_with_the_machine_lab_on_one_userspace_and_one_race() -> None:
-    a = suite.lanes(["7.3", "6.12"])["A"]
-    assert [j.label for j in a] == ["kernel 7.3", "machines debian12"]
-    assert a[1].host and a[1].env == {"LAB_MACHINE_IMAGE": "debian12",
-                                      "FENCE_PR_MACHINE_RACES": "1"}
-    assert "tests/machines/test_machines.py" in a[1].argv
-    assert "tests/lab/cluster/test_cluster.py" not in a[0].argv
-
-
-def test_a_failed_job_that_names_no_test_is_still_reported(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    class Crashed:
-        def __init__(self, argv: list[str], **_: object) -> None:
-            self.pid = 0
-            self.stdout = iter(["ImportError: no module named pyudev\n"])
-
-        def poll(self) -> int:
-            return 4
-
-        def wait(self) -> int:
-            return 4
-
-    monkeypatch.setattr("tests.lab.runner.suite.subprocess.Popen", Crashed)
-    results: dict[str, int] = {}
-    failures: list[str] = []
-    suite.run_lane("A", [suite.machines()], results, [], failures,
-                   deadline=time.monotonic() + 3000)
-    assert results == {"A": 4}
-    assert failures == ["[lab] lane A, machines debian12: exit 4 and no failed test named "
-                        "(see its output above)"]

@@ -23,10 +23,6 @@ from ..fixtures.io import write_block
 from ..fixtures.scenario import START_TIMEOUT, two_node_cluster
 from ..fixtures.topology import scsi_keys
 
-# `make lab-slow`: CI runs these scenarios on the machine lab instead (tests/machines: each node
-# its own kernel and Debian, fence_pr from its .deb); here they stay as the fast one-kernel form.
-pytestmark = pytest.mark.extra
-
 KERNEL = os.environ.get("LAB_KERNEL", "?")
 KEY = {f"node{i}": corosync_key(CLUSTER_NAME, i) for i in (1, 2)}
 TIMES_FILE = PROJECT / "lab-out" / f"cluster-times-{KERNEL}.json"  # one per kernel: runs overlap

@@ -1,20 +1,16 @@
-"""`make lab`: every lab test, in two lanes at once (TCG uses one host CPU per guest).
+"""`make lab`: every lab test, in two guests at once (TCG uses one host CPU per guest).
 
-Lane A runs the slowest kernel-independent files on the first kernel, then the machine lab's
-core scenarios on one userspace (issue 15: cluster start, `--fence`, power loss, one partition
-race); lane B runs the rest on the first kernel, then each further kernel without the `once`
-tests.  Each guest boots once; the output of both is streamed with a lane prefix.
+Lane A runs the slowest kernel-independent files on the first kernel; lane B runs the rest
+on the first kernel, then each further kernel without the `once` tests.  Each guest boots
+once; the output of both is streamed with a lane prefix.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 
 # What the whole `.ci/run` may take (a lane near it is a lane about to overrun on a slower or
 # busier machine), and when the lab gives up on a guest: measured from the start of `make
@@ -27,45 +23,18 @@ LAB_DEADLINE_S = 80 * 60
 
 # Lane A's files on the first kernel, chosen so both lanes take about as long (each lane
 # prints its 30 slowest tests, and its time at the end); their tests not marked `once`
-# (tests/lab/conftest.py) run on the other kernels in lane B.  The one-kernel cluster's
-# scenarios (tests/lab/cluster/test_cluster.py) are the machine lab's core scenarios done in
-# namespaces: CI runs the machines instead, `make lab-slow` runs them.
-LANE_A = ["tests/lab/faults/test_fault_matrix.py", "tests/lab/agent/test_watchdog_check.py",
-          "tests/lab/cluster/test_cluster_diagnosis.py", "tests/lab/faults/test_reliability.py",
-          "tests/lab/agent/test_agent_nvme.py", "tests/lab/faults/test_fault_matrix_nvme.py"]
-# The machine lab in CI: one userspace, one partition race (`make machines` runs both
-# userspaces, every scenario, 20 races).
-MACHINE_IMAGE = "debian12"
-MACHINE_RACES = "1"
+# (tests/lab/conftest.py) run on the other kernels in lane B.
+LANE_A = ["tests/lab/cluster/test_cluster.py", "tests/lab/faults/test_fault_matrix.py",
+          "tests/lab/agent/test_watchdog_check.py", "tests/lab/cluster/test_cluster_diagnosis.py",
+          "tests/lab/faults/test_reliability.py", "tests/lab/agent/test_agent_nvme.py",
+          "tests/lab/faults/test_fault_matrix_nvme.py"]
 
 
-@dataclass
-class Job:
-    """One step of a lane: a guest run (tests.lab.runner.run) or the machine lab's pytest."""
-
-    label: str
-    argv: list[str]  # after `python -m tests.lab.runner.run --timeout=T`, or `python`
-    env: dict[str, str] = field(default_factory=dict)
-    host: bool = False  # a pytest on the host: its failures are pytest's `FAILED ...` lines
-
-
-def guest(kernel: str, *args: str) -> Job:
-    return Job(f"kernel {kernel}", ["--kernel", kernel, *args])
-
-
-def machines() -> Job:
-    return Job(f"machines {MACHINE_IMAGE}",
-               ["-m", "pytest", "-p", "no:cacheprovider", "-v", "--tb=short", "-m", "machines",
-                "tests/machines/test_machines.py"],
-               {"LAB_MACHINE_IMAGE": MACHINE_IMAGE, "FENCE_PR_MACHINE_RACES": MACHINE_RACES},
-               host=True)
-
-
-def lanes(kernels: list[str]) -> dict[str, list[Job]]:
+def lanes(kernels: list[str]) -> dict[str, list[list[str]]]:
     first, rest = kernels[0], kernels[1:]
-    b = [guest(first, "tests/lab", *(f"--ignore={f}" for f in LANE_A))]
-    b += [guest(k, "--skip-once") for k in rest]
-    return {"A": [guest(first, *LANE_A), machines()], "B": b}
+    b = [["--kernel", first, "tests/lab", *(f"--ignore={f}" for f in LANE_A)]]
+    b += [["--kernel", k, "--skip-once"] for k in rest]
+    return {"A": [["--kernel", first, *LANE_A]], "B": b}
 
 
 class Failures:
@@ -73,16 +42,13 @@ class Failures:
     FAILED:" block conftest prints at once: repeated after the lane times, so the end of
     CI's output (all a CI log may keep) names every failure and its cause."""
 
-    def __init__(self, lane: str, host: bool = False) -> None:
+    def __init__(self, lane: str) -> None:
         self.lane = lane
-        self.host = host
         self.seen: list[str] = []
         self._open: str | None = None
 
     def feed(self, line: str) -> None:
-        if self.host and line.startswith(("FAILED ", "ERROR ")):  # pytest's -ra summary
-            self.seen.append(f"[lab] lane {self.lane}: {line.strip()[:500]}")
-        elif line.startswith("[lab] FAILED: "):  # run.py: the guest itself failed or hung
+        if line.startswith("[lab] FAILED: "):  # run.py: the guest itself failed or hung
             self.seen.append(f"[lab] lane {self.lane}: {line[14:].strip()}")
         elif line.startswith("[lab] ") and line.rstrip().endswith(" FAILED:"):
             self._open = line[6:].rstrip()[:-len(" FAILED:")]
@@ -92,57 +58,27 @@ class Failures:
             self._open = None
 
 
-def start(job: Job, limit: float) -> tuple[subprocess.Popen[str], threading.Timer | None]:
-    """A guest run gets the time left as its own timeout; the machine lab's pytest runs in
-    its own process group, interrupted at the deadline (its fixtures then stop every
-    machine) and killed with its QEMUs a minute later."""
-    if not job.host:
-        return subprocess.Popen([sys.executable, "-m", "tests.lab.runner.run",
-                                 f"--timeout={limit:.0f}", *job.argv], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True), None
-    p = subprocess.Popen([sys.executable, *job.argv], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env={**os.environ, **job.env},
-                         start_new_session=True)
-
-    def overrun() -> None:
-        if p.poll() is None:
-            print(f"[lab] FAILED: {job.label} still running at the lab's "
-                  f"{LAB_DEADLINE_S // 60} min deadline: interrupted", flush=True)
-            os.killpg(p.pid, signal.SIGINT)
-            if p.poll() is None:
-                time.sleep(60)
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGKILL)
-    timer = threading.Timer(limit, overrun)
-    timer.daemon = True
-    timer.start()
-    return p, timer
-
-
-def run_lane(name: str, jobs: list[Job], results: dict[str, int],
+def run_lane(name: str, jobs: list[list[str]], results: dict[str, int],
              times: list[str], failures: list[str], deadline: float) -> None:
     rc = 0
     lane_start = time.monotonic()
     for job in jobs:
         t0 = time.monotonic()
         limit = max(60.0, deadline - t0)
-        p, timer = start(job, limit)
+        p = subprocess.Popen([sys.executable, "-m", "tests.lab.runner.run",
+                              f"--timeout={limit:.0f}", *job],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert p.stdout is not None
-        failed = Failures(f"{name}, {job.label}", host=job.host)
+        failed = Failures(f"{name}, kernel {job[1]}")
         for line in p.stdout:
             failed.feed(line)
             sys.stdout.write(f"[{name}] {line}")
             sys.stdout.flush()
         job_rc = p.wait()
-        if timer is not None:
-            timer.cancel()
-        if job_rc and not failed.seen:
-            failed.seen.append(f"[lab] lane {name}, {job.label}: exit {job_rc} and no failed "
-                               "test named (see its output above)")
         failures.extend(failed.seen)
         rc = rc or job_rc
         took = time.monotonic() - t0
-        times.append(f"[lab] lane {name}, {job.label}: {took:.0f}s (it had {limit:.0f}s "
+        times.append(f"[lab] lane {name}, kernel {job[1]}: {took:.0f}s (it had {limit:.0f}s "
                      f"left before the lab's {LAB_DEADLINE_S // 60} min deadline), exit {job_rc}")
     took = time.monotonic() - lane_start
     times.append(f"[lab] lane {name}: {took:.0f}s, {100 * took / CI_BUDGET_S:.0f}% of CI's "
