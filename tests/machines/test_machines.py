@@ -58,10 +58,10 @@ def test_power_loss(machine_lab: MachineLab, latency: Latency) -> None:
 def test_partition_race(machine_lab: MachineLab, latency: Latency) -> None:
     """The cluster network cut between the two nodes: both fence at once, exactly one
     survives with every key, the other's writes are refused on every LUN and the namespace.
-    FENCE_PR_MACHINE_RACES times (3 unless set; `make machines` runs 20, CI 1), with the
-    tally printed and written to lab-out/.  The loser is power-cycled and rejoins before
-    the next race; after the last one the lab stops (rejoining is the other scenarios'
-    claim, and under TCG it is three minutes of CI)."""
+    FENCE_PR_MACHINE_RACES times (3 unless set; `make machines` runs 20), with the tally
+    printed and written to lab-out/.  The loser is power-cycled and rejoins before the next
+    race; after the last one the lab stops (rejoining is the other scenarios' claim, and
+    under TCG it is three to five minutes)."""
     lab = machine_lab
     races = int(os.environ.get("FENCE_PR_MACHINE_RACES", "3"))
     tally: dict[str, int] = {}

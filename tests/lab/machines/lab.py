@@ -205,8 +205,9 @@ class MachineLab:
     def wait_registered(self, m: Machine) -> None:
         """`m`'s pacemaker-fenced has registered the device.  Pacemaker 2.1.5's fencer gives
         the CIB manager 10 s at start and then runs on without a CIB for good, registering
-        nothing ("No fence device" for every unfencing): it did so on node2 in a loaded
-        trial of CI on 2026-12-07, three machines booting on two cores.  As in the
+        nothing ("No fence device" for every unfencing): it did so on node2 in a trial of
+        the machine lab in CI on 2026-12-07, its three machines booting beside a lab guest,
+        four TCG guests on two cores.  As in the
         one-kernel lab (tests/lab/fixtures/cluster.py), such a fencer is restarted once,
         once the CIB answers, and the run says so; a second time is a failure."""
         what = f"pacemaker-fenced on {m.name} to register {STONITH_ID}"
