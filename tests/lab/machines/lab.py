@@ -198,9 +198,13 @@ class MachineLab:
                   f"| grep -F -m1 {shlex.quote(CIB_SIGNON_FAILED)}", timeout=60)
         return r.out.strip() or None
 
+    def fencer_pid(self, m: Machine) -> str:
+        """The pid of `m`'s running pacemaker-fenced ("" if none runs)."""
+        return m.run("pgrep -x pacemaker-fenced").out.strip()
+
     def fencer_respawned(self, m: Machine, old: str) -> bool:
         """pacemakerd has started a new pacemaker-fenced in place of pid `old`."""
-        return m.run("pgrep -x pacemaker-fenced").out.strip() not in ("", old)
+        return self.fencer_pid(m) not in ("", old)
 
     def wait_registered(self, m: Machine) -> None:
         """`m`'s pacemaker-fenced has registered the device.  Pacemaker 2.1.5's fencer gives
@@ -230,7 +234,7 @@ class MachineLab:
                               "restarts it once the CIB answers", LabNotice, stacklevel=2)
                 m.wait(lambda: m.run("cibadmin --query --scope nodes").rc == 0,
                        f"the CIB manager on {m.name} to answer cibadmin --query", 120)
-                old = m.run("pgrep -x pacemaker-fenced").out.strip()
+                old = self.fencer_pid(m)
                 m.run(f"kill -TERM {old}", check=True)
                 m.wait(functools.partial(self.fencer_respawned, m, old),
                        f"pacemakerd on {m.name} to respawn pacemaker-fenced (was {old})", 60)
