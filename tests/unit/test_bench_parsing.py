@@ -87,7 +87,49 @@ def test_monitoring_rows_get_their_own_table_and_the_off_rows_stay_off() -> None
     assert "| 16 | monitor | 1.00 s | 3 | 2.0 (2) |" in text
     assert "| 16 | status | 0.90 s | 3 | 1.0 (1) |" in text
     assert "| 256 | status | not run: rc 1: ['gone'] | | |" in text
-    assert "`monitor` at 256 LUNs took 2.50x its time at 16 (target under 3x)." in text
+    assert "- `monitor` at 256 LUNs took 2.50x its time at 16 (target under 3x: met)" in text
+    assert "- `monitor`: at most 2.0 commands per LUN at any N (target at most 2, one per " \
+        "path, 2 paths: met)" in text
+    assert "- `status`: at most 1.0 commands per LUN at any N (target at most 1, one per " \
+        "device: met)" in text
+
+
+def test_a_monitoring_target_missed_is_said() -> None:
+    rows = [{"agent": "fence_pr", "action": action, "luns": n, "runs": 3, "wall": wall,
+             "cmds_per_lun": c} for action, n, wall, c in
+            (("monitor", 16, 1.0, 2.0), ("monitor", 256, 3.2, 2.5), ("status", 16, 0.9, 1.0))]
+    text = table(rows, "7.3", 60.0)
+    assert "took 3.20x its time at 16 (target under 3x: NOT met)" in text
+    assert "at most 2.5 commands per LUN at any N (target at most 2, one per path, 2 paths: " \
+        "NOT met)" in text
+
+
+def small_run(pr1: float, pr4: float, floor: float) -> list[dict[str, object]]:
+    walls = {("fence_pr", 1): pr1, ("fence_scsi", 1): 3.3, ("fence_mpath", 1): 4.0,
+             ("fence_pr", 4): pr4, ("fence_scsi", 4): 5.0, ("fence_mpath", 4): 9.0}
+    return [{"startup": "python3 + fencing.py (floor)", "wall": floor},
+            *({"agent": a, "luns": n, "runs": 5, "wall": w, "cmds_per_lun": 3.0}
+              for (a, n), w in walls.items())]
+
+
+def test_the_small_targets_are_each_marked_met_or_not_from_the_medians() -> None:
+    text = table(small_run(1.0, 1.25, 0.8), "7.3", 60.0)
+    assert "- 1 LUN: fence_scsi 3.30 s is 3.30x fence_pr's 1.00 s (target at least 3x: met)" \
+        in text
+    assert "- 1 LUN: fence_mpath 4.00 s is 4.00x fence_pr's 1.00 s (target at least 4x: met)" \
+        in text
+    assert "- 4 LUNs: fence_scsi 5.00 s is 4.00x fence_pr's 1.25 s (target at least 5x: " \
+        "NOT met)" in text
+    assert "- 4 LUNs: fence_mpath 9.00 s is 7.20x fence_pr's 1.25 s (target at least 8x: " \
+        "NOT met)" in text
+    assert "- fence_pr's 1-LUN `off` 1.00 s is 1.25x its floor, python3 + fencing.py (floor) " \
+        "0.80 s in the same guest (target at most 1.5x: met)" in text
+    assert "1.60x its floor" in table(small_run(1.28, 1.3, 0.8), "7.3", 60.0)
+    assert "(target at most 1.5x: NOT met)" in table(small_run(1.28, 1.3, 0.8), "7.3", 60.0)
+
+
+def test_no_small_runs_no_targets_block() -> None:
+    assert "Issue 17's targets" not in table(results({}), "7.3", 5400.0)
 
 
 def test_no_monitoring_rows_no_monitoring_table() -> None:

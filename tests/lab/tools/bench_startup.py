@@ -21,6 +21,10 @@ from pathlib import Path
 from ..fixtures.packaged import install
 
 TARGET = 0.25  # of fence_scsi's median
+# What every agent built on fencing.py pays before its own code runs: the interpreter and the
+# imports fencing.py forces (issue 17's floor for a 1-LUN `off`).
+FENCING_FLOOR = "import sys; sys.path.append('/usr/share/fence'); import fencing"
+FLOOR = "python3 + fencing.py (floor)"
 
 
 def startup(argv: list[str], runs: int = 5) -> float:
@@ -42,6 +46,7 @@ def figures(installed: Path, runs: int = 5) -> dict[str, float]:
         "fence_mpath": startup(["/usr/sbin/fence_mpath", "-o", "metadata"], runs),
         "python3 -S (floor)": startup(["/usr/bin/python3", "-S", "-c", "pass"], runs),
         "python3 (with site)": startup(["/usr/bin/python3", "-c", "pass"], runs),
+        FLOOR: startup(["/usr/bin/python3", "-c", FENCING_FLOOR], runs),
     }
     venv_agent = Path(sys.executable).parent / "fence_pr"
     if venv_agent.exists():

@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FENCING_FLOOR = "import sys; sys.path.append('/usr/share/fence'); import fencing"
 # linux/pr.h's ioctls are type 'p' (0x70), numbers 0xc8 (REGISTER) to 0xcf (READ
 # RESERVATION); strace names them IOC_PR_* or prints them raw.  SG_IO and the NVMe
 # passthrough are the fallbacks' commands.
@@ -156,6 +155,7 @@ def main() -> int:
     from ..fixtures.iscsi import IscsiLab
     from ..fixtures.packaged import install
     from .bench_guest import INSTALLED, fence_pr, take_unit_attentions, unfence
+    from .bench_startup import FENCING_FLOOR
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--luns", default="1,4")
