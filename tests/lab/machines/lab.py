@@ -20,7 +20,6 @@ import json
 import shlex
 import tempfile
 import time
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,10 @@ from ..fixtures.cluster import (
     CIB_SIGNON_FAILED,
     STONITH_ID,
     FenceEvent,
-    LabNotice,
     cib_xml,
     fence_events,
     online_nodes,
+    restart_fencer_once,
 )
 from . import config
 from .machine import Machine, MachineError
@@ -209,35 +208,30 @@ class MachineLab:
     def wait_registered(self, m: Machine) -> None:
         """`m`'s pacemaker-fenced has registered the device.  Pacemaker 2.1.5's fencer gives
         the CIB manager 10 s at start and then runs on without a CIB for good, registering
-        nothing ("No fence device" for every unfencing): it did so on node2 in a trial of
-        the machine lab in CI on 2026-12-07, its three machines booting beside a lab guest,
-        four TCG guests on two cores.  As in the
-        one-kernel lab (tests/lab/fixtures/cluster.py), such a fencer is restarted once,
-        once the CIB answers, and the run says so; a second time is a failure."""
+        nothing ("No fence device" for every unfencing): it did so on node2 in a CI trial of
+        the machine lab on 2026-12-07, four TCG guests on two cores.  Such a fencer is
+        restarted once, by the one-kernel lab's policy (restart_fencer_once)."""
         what = f"pacemaker-fenced on {m.name} to register {STONITH_ID}"
 
         def settled() -> str | None:
             if self.registered(m):
                 return "ok"
-            return self.fencer_without_cib(m)
+            gave_up = self.fencer_without_cib(m)
+            return f"without the CIB: {gave_up!r}" if gave_up else None
+
+        def restart() -> None:
+            m.wait(lambda: m.run("cibadmin --query --scope nodes").rc == 0,
+                   f"the CIB manager on {m.name} to answer cibadmin --query", 120)
+            old = self.fencer_pid(m)
+            m.run(f"kill -TERM {old}", check=True)
+            m.wait(functools.partial(self.fencer_respawned, m, old),
+                   f"pacemakerd on {m.name} to respawn pacemaker-fenced (was {old})", 60)
 
         try:
-            for attempt in (1, 2):
-                state = m.wait(settled, what, 180)
-                if state == "ok":
-                    return
-                if attempt == 2:
-                    raise MachineError(f"pacemaker-fenced on {m.name} went on without the CIB "
-                                       f"({state!r}) again after the lab restarted it")
-                warnings.warn(f"lab: pacemaker-fenced on {m.name} went on without the CIB "
-                              f"({state!r}); Pacemaker 2.1.5 does not retry, so the lab "
-                              "restarts it once the CIB answers", LabNotice, stacklevel=2)
-                m.wait(lambda: m.run("cibadmin --query --scope nodes").rc == 0,
-                       f"the CIB manager on {m.name} to answer cibadmin --query", 120)
-                old = self.fencer_pid(m)
-                m.run(f"kill -TERM {old}", check=True)
-                m.wait(functools.partial(self.fencer_respawned, m, old),
-                       f"pacemakerd on {m.name} to respawn pacemaker-fenced (was {old})", 60)
+            restart_fencer_once(
+                m.name, lambda: m.wait(settled, what, 180), restart,
+                lambda state: MachineError(f"pacemaker-fenced on {m.name} went on {state} again "
+                                           "after the lab restarted it"))
         except MachineError as e:
             log = m.run("journalctl -b -o cat -u pacemaker | grep -i -e fence_pr -e "
                         f"{STONITH_ID} -e 'CIB manager' | tail -5").out
