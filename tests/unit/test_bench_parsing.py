@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.lab.tools.bench import cluster_table, table, with_section
+from tests.lab.tools.bench import cluster_table, stopped_run, table, with_section
 from tests.lab.tools.bench_cluster import merged
 from tests.lab.tools.bench_plot import series
 from tests.lab.tools.bench_trace import commands
@@ -175,3 +175,21 @@ def test_a_run_renews_its_own_section_and_keeps_the_analysis_around_it() -> None
     both = with_section(renewed, "bench-cluster", "cluster table")
     assert both.endswith("<!-- /bench-cluster -->\n") and "## Analysis" in both
     assert with_section(both, "bench-cluster", "again").count("bench-cluster: written") == 1
+
+
+def test_a_stopped_run_keeps_its_figures_and_names_the_agents_it_never_reached() -> None:
+    log = "\n".join([
+        "[bench] booting kernel 7.3: ...",
+        "[bench 23:58:00] building 4 iSCSI LUNs x 2 nodes x 2 paths",
+        'BENCH {"agent": "fence_pr", "luns": 1, "runs": 5, "wall": 1.4, "cmds_per_lun": 3.0}',
+        'BENCH {"agent": "fence_scsi", "luns": 4, "runs": 5, "wall": 8.8, "cmds_per_lun": 14.0}',
+        "[bench 00:03:30] fence_scsi 4 LUNs run 5: 8.80 s",
+    ])
+    results, span = stopped_run(log, ["fence_pr", "fence_scsi", "fence_mpath"], "stopped: time")
+    assert span == 330.0  # across midnight
+    assert [r for r in results if r.get("agent") == "fence_mpath"] == [
+        {"agent": "fence_mpath", "luns": 1, "skipped": "stopped: time"},
+        {"agent": "fence_mpath", "luns": 4, "skipped": "stopped: time"}]
+    text = table(results, "7.3", span)
+    assert "| 4 | fence_mpath | not run: stopped: time | | | |" in text
+    assert "| 1 | fence_pr | 1.40 s | 5 | 1.0x | 3.0 |" in text

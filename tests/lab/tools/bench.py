@@ -5,9 +5,11 @@ docs/bench.md."""
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any, cast
 
 from ..runner.vm import PROJECT
@@ -30,6 +32,23 @@ def merge(old: list[dict[str, object]], new: list[dict[str, object]],
 
 def parse(stdout: str) -> list[dict[str, object]]:
     return [json.loads(line[6:]) for line in stdout.splitlines() if line.startswith("BENCH ")]
+
+
+STAMP = re.compile(r"^\[bench (\d\d):(\d\d):(\d\d)\]", re.M)
+
+
+def stopped_run(log: str, agents: list[str], why: str) -> tuple[list[dict[str, object]], float]:
+    """What a `make bench` stopped part way had measured (its BENCH lines in its log), with a
+    row saying `why` for each size of each agent it never reached, and the seconds its guest
+    side ran: a run cut short keeps its figures and says what it lacks."""
+    results = parse(log)
+    secs = [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in STAMP.findall(log)]
+    span = float((secs[-1] - secs[0]) % 86400) if secs else 0.0
+    reached = {r["agent"] for r in results if "agent" in r}
+    sizes = sorted({int(str(r["luns"])) for r in results if "luns" in r})
+    results += [{"agent": a, "luns": n, "skipped": why}
+                for a in agents if a not in reached for n in sizes]
+    return results, span
 
 
 def cmds(r: dict[str, object]) -> str:
@@ -261,7 +280,14 @@ def main() -> int:
     ap = guestrun.parser(__doc__, "1,4,16,64,256", 3)
     ap.add_argument("--agents", default=",".join(AGENTS))
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/bench.md")
+    ap.add_argument("--from-log", metavar="LOG", help="no lab run: the figures a run stopped "
+                    "part way printed into LOG (its output), agents it never reached marked")
+    ap.add_argument("--why", default="the run was stopped before this agent",
+                    help="with --from-log: what the rows of agents never reached say")
     a = ap.parse_args()
+    if a.from_log:
+        return write(*stopped_run(Path(a.from_log).read_text(), a.agents.split(","), a.why),
+                     kernel=a.kernel, no_write=a.no_write)
     t0 = time.monotonic()
     got = guestrun.results(
         f".venv/bin/python -m tests.lab.tools.bench_guest --luns {a.luns} --runs {a.runs} "
@@ -275,11 +301,16 @@ def main() -> int:
         old = json.loads(RAW.read_text())
         results = merge(old["results"], results, agents)
         host_s = float(old["host_s"])
-    if a.no_write:
-        print(table(results, a.kernel, host_s))
+    return write(results, host_s, a.kernel, a.no_write)
+
+
+def write(results: list[dict[str, object]], host_s: float, kernel: str, no_write: bool) -> int:
+    """The table printed, and unless `no_write` the raw results, docs/bench.md and the plot."""
+    if no_write:
+        print(table(results, kernel, host_s))
         return 0
     RAW.write_text(json.dumps({"results": results, "host_s": host_s}, indent=1) + "\n")
-    print(write_doc(results, a.kernel, host_s))
+    print(write_doc(results, kernel, host_s))
     print(f"[bench] wrote {OUT.relative_to(PROJECT)}")
     print(f"[bench] wrote {bench_plot.plot(results).relative_to(PROJECT)}")
     return 0
