@@ -193,3 +193,4 @@ def test_a_stopped_run_keeps_its_figures_and_names_the_agents_it_never_reached()
     text = table(results, "7.3", span)
     assert "| 4 | fence_mpath | not run: stopped: time | | | |" in text
     assert "| 1 | fence_pr | 1.40 s | 5 | 1.0x | 3.0 |" in text
+    assert "multipathd not started, whole bench 6 min." in text

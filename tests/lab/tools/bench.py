@@ -104,11 +104,12 @@ def table(results: list[dict[str, object]], kernel: str, host_s: float) -> str:
         "3 GB), LIO iSCSI target over 127.0.0.1/.2, two nodes x two sessions, one hand-made "
         "dm-multipath map per LUN per node (multipathd takes them over for fence_mpath only). "
         f"Lab set-up {float(meta.get('setup_s', 0)):.0f} s (udev's backlog "  # type: ignore[arg-type]
-        f"{float(meta.get('udev_drain_s', 0)):.0f} s of it), multipathd start "  # type: ignore[arg-type]
-        f"{float(meta.get('multipathd_start_s', 0)):.0f} s"  # type: ignore[arg-type]
-        + (f" (then udev's backlog from its take-over of the maps {float(mpd_drain):.0f} s)"  # type: ignore[arg-type]
-           if mpd_drain is not None else "") + ", "
-        f"whole bench {host_s / 60:.0f} min.\n")
+        f"{float(meta.get('udev_drain_s', 0)):.0f} s of it), "  # type: ignore[arg-type]
+        + (f"multipathd start {float(str(meta['multipathd_start_s'])):.0f} s"
+           + (f" (then udev's backlog from its take-over of the maps {float(mpd_drain):.0f} s)"  # type: ignore[arg-type]
+              if mpd_drain is not None else "") + ", "
+           if "multipathd_start_s" in meta else "multipathd not started, ")
+        + f"whole bench {host_s / 60:.0f} min.\n")
 
 
 # Issue 17, where clusters live: (LUNs, peer) -> how many times fence_pr's time the peer's
